@@ -1,0 +1,391 @@
+"""DICOM files and series with the scanner geometry kept (what MONAI's ``PydicomReader`` gets wrong).
+
+Pixel decoding and the modality rescale (RescaleSlope/Intercept, also per-frame in enhanced multi-frame
+objects) come from pydicom, the library under MONAI's ``PydicomReader``. What this module adds, because
+``PydicomReader`` 1.6 gets it wrong on real data, is the geometry and the choice of slices:
+
+* slices are grouped by SeriesInstanceUID and non-image objects (SEG, RTSTRUCT, SR, ...) are skipped;
+  ``PydicomReader`` stacks every file of the folder;
+* slices are sorted by their position along the slice normal, not by InstanceNumber;
+* the slice spacing is the distance between the first and last positions projected on the normal,
+  divided by (n - 1), as ITK does; SpacingBetweenSlices and SliceThickness are ignored for series;
+* the direction is orthonormal (row, column, row x column) as in ITK; ``PydicomReader`` uses the
+  first-to-last position vector as the third column, which shears the affine of an oblique series;
+* a single oblique slice keeps its normal (``PydicomReader`` puts (0, 0, 1) there);
+* irregular gaps (missing slices), repeated positions and mixed orientations are refused.
+
+Array convention (the same as MONAI and NIfTI): voxel ``[i, j, k]`` is column ``i``, row ``j`` of slice
+``k``, so the MetaTensor is ``(C, columns, rows, slices)`` and equals
+``SimpleITK.GetArrayFromImage(img).transpose(2, 1, 0)``. The affine is RAS (DICOM's LPS with the first
+two rows negated).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.errors
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_rescale
+
+from medseg.data.errors import MedsegDataError
+
+__all__ = ["DicomSeriesInfo", "dicom_geometry_to_ras", "list_dicom_series", "read_dicom"]
+
+logger = logging.getLogger(__name__)
+
+# Objects that are not images, by modality and by SOP class UID prefix.
+_NON_IMAGE_MODALITIES = frozenset(
+    {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "DOC", "REG", "FID", "RAW", "PLAN", "RWV"}
+)
+_NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, fiducials, segmentation, surface seg
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+    "1.2.840.10008.5.1.4.1.1.88",  # structured reports
+    "1.2.840.10008.5.1.4.1.1.11",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.104",  # encapsulated documents (PDF, CDA, STL)
+    "1.2.840.10008.1.3.10",  # media storage directory (DICOMDIR)
+)
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# A gap that differs from the mean slice spacing by more than this fraction means missing slices.
+_GAP_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class DicomSeriesInfo:
+    """One image series found in a folder.
+
+    Attributes:
+        series_uid: SeriesInstanceUID.
+        modality: Modality tag (CT, MR, ...).
+        description: SeriesDescription, empty when absent.
+        files: paths of the series' files, sorted by name.
+    """
+
+    series_uid: str
+    modality: str
+    description: str
+    files: tuple[str, ...]
+
+    def __str__(self) -> str:
+        desc = f" '{self.description}'" if self.description else ""
+        return f"{self.series_uid} ({self.modality}{desc}, {len(self.files)} file(s))"
+
+
+def _sop_class(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID") or ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID", "")
+    return str(uid)
+
+
+def _non_image_reason(ds: Dataset) -> str | None:
+    """Why a dataset is not an image we can read, or None if it is one."""
+    sop = _sop_class(ds)
+    modality = str(ds.get("Modality", "")).upper()
+    for prefix in _NON_IMAGE_SOP_PREFIXES:
+        if sop == prefix or sop.startswith(prefix + "."):
+            name = getattr(pydicom.uid.UID(sop), "name", sop)
+            return f"a {modality or 'non-image'} object ({name}), not an image"
+    if modality in _NON_IMAGE_MODALITIES:
+        return f"a {modality} object, not an image"
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return "a DICOM object without pixel data"
+    if ds.get("Rows") is None or ds.get("Columns") is None:
+        return "a DICOM object without Rows/Columns"
+    return None
+
+
+def _read_header(path: str) -> Dataset | None:
+    """Read a file's header (pixel data deferred); None if it is not DICOM."""
+    try:
+        return pydicom.dcmread(path, defer_size="1 KB")
+    except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as err:
+        logger.debug("skipping %s: not readable as DICOM (%s)", path, err)
+        return None
+
+
+def _scan_folder(folder: Path) -> tuple[dict[str, list[str]], dict[str, Dataset], list[str]]:
+    """Group the image files of a folder (not recursive) by SeriesInstanceUID.
+
+    Returns:
+        series uid -> sorted file paths, series uid -> first header, and a list of skip notes.
+    """
+    groups: dict[str, list[str]] = {}
+    first: dict[str, Dataset] = {}
+    skipped: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or entry.name.startswith("."):
+            continue
+        ds = _read_header(str(entry))
+        if ds is None:
+            skipped.append(f"{entry.name}: not DICOM")
+            continue
+        reason = _non_image_reason(ds)
+        if reason is not None:
+            skipped.append(f"{entry.name}: {reason}")
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        groups.setdefault(uid, []).append(str(entry))
+        first.setdefault(uid, ds)
+    return groups, first, skipped
+
+
+def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeriesInfo]:
+    """List the image series in a folder (not recursive); non-image objects are left out.
+
+    Args:
+        folder: a folder of DICOM files.
+
+    Returns:
+        one entry per SeriesInstanceUID, sorted by UID.
+
+    Raises:
+        MedsegDataError: if ``folder`` is not a folder.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise MedsegDataError(f"{path}: not a folder")
+    groups, first, _ = _scan_folder(path)
+    return [
+        DicomSeriesInfo(
+            series_uid=uid,
+            modality=str(first[uid].get("Modality", "")),
+            description=str(first[uid].get("SeriesDescription", "")),
+            files=tuple(groups[uid]),
+        )
+        for uid in sorted(groups)
+    ]
+
+
+def _floats(values: object, count: int, what: str, name: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    try:
+        out = np.asarray([float(v) for v in values], dtype=np.float64)  # type: ignore[attr-defined]
+    except (TypeError, ValueError) as err:
+        raise MedsegDataError(f"{name}: cannot parse {what} {values!r}") from err
+    if out.shape != (count,) or not np.isfinite(out).all():
+        raise MedsegDataError(f"{name}: invalid {what} {values!r}")
+    return out
+
+
+@dataclass
+class _Plane:
+    """One 2D plane (a slice file or a frame) before stacking."""
+
+    pixels: np.ndarray  # (rows, columns) or (rows, columns, samples)
+    position: np.ndarray | None  # ImagePositionPatient (LPS, mm)
+    orientation: np.ndarray | None  # ImageOrientationPatient, 6 values
+    pixel_spacing: np.ndarray | None  # (row spacing, column spacing)
+    source: str
+
+
+def _functional_group_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """The item of ``sequence`` for a frame: per-frame first, then shared."""
+    for group_name, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        groups = ds.get(group_name)
+        if groups is not None and len(groups) > index:
+            seq = groups[index].get(sequence)
+            if seq is not None and len(seq) > 0:
+                return seq[0]
+    return None
+
+
+def _decode(ds: Dataset, name: str) -> np.ndarray:
+    """Decoded, rescaled pixels in native byte order: (frames, rows, columns[, samples])."""
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:  # pydicom raises RuntimeError, ValueError, NotImplementedError, ...
+        syntax = ds.get("file_meta", Dataset()).get("TransferSyntaxUID", "unknown")
+        raise MedsegDataError(
+            f"{name}: cannot decode the pixel data (transfer syntax {getattr(syntax, 'name', syntax)}): {err}"
+        ) from err
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames == 1:
+        pixels = pixels[None]
+    if samples == 1 and pixels.ndim != 3 or samples > 1 and pixels.ndim != 4:
+        raise MedsegDataError(f"{name}: unexpected pixel array shape {pixels.shape}")
+    if not pixels.dtype.isnative:
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    if samples == 1:
+        pixels = apply_rescale(pixels, ds)
+    return pixels
+
+
+def _planes_of(ds: Dataset, name: str) -> list[_Plane]:
+    """Split one DICOM object into its planes with their geometry tags."""
+    pixels = _decode(ds, name)
+    planes = []
+    for frame in range(pixels.shape[0]):
+        position = ds.get("ImagePositionPatient")
+        orientation = ds.get("ImageOrientationPatient")
+        spacing = ds.get("PixelSpacing")
+        if pixels.shape[0] > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+            pos_item = _functional_group_item(ds, frame, "PlanePositionSequence")
+            ori_item = _functional_group_item(ds, frame, "PlaneOrientationSequence")
+            pix_item = _functional_group_item(ds, frame, "PixelMeasuresSequence")
+            position = pos_item.get("ImagePositionPatient") if pos_item is not None else position
+            orientation = ori_item.get("ImageOrientationPatient") if ori_item is not None else orientation
+            spacing = pix_item.get("PixelSpacing") if pix_item is not None else spacing
+        source = name if pixels.shape[0] == 1 else f"{name} frame {frame}"
+        planes.append(
+            _Plane(
+                pixels=pixels[frame],
+                position=_floats(position, 3, "ImagePositionPatient", source),
+                orientation=_floats(orientation, 6, "ImageOrientationPatient", source),
+                pixel_spacing=_floats(spacing, 2, "PixelSpacing", source),
+                source=source,
+            )
+        )
+    return planes
+
+
+def _single_plane_spacing(ds: Dataset) -> float:
+    """Slice spacing for a lone plane or frames without positions: SpacingBetweenSlices, else 1 (as ITK)."""
+    value = ds.get("SpacingBetweenSlices")
+    if value is None:
+        item = _functional_group_item(ds, 0, "PixelMeasuresSequence")
+        value = item.get("SpacingBetweenSlices") if item is not None else None
+    try:
+        spacing = abs(float(value)) if value is not None else 1.0
+    except (TypeError, ValueError):
+        spacing = 1.0
+    return spacing if spacing > 0 else 1.0
+
+
+def _stack(planes: Sequence[_Plane], fallback_dz: float, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sort planes along the normal and build the array (C, X, Y, Z) and the LPS affine."""
+    ref = planes[0]
+    shape = ref.pixels.shape
+    for plane in planes[1:]:
+        if plane.pixels.shape != shape:
+            raise MedsegDataError(f"{name}: {plane.source} has shape {plane.pixels.shape}, {ref.source} {shape}")
+    orientation = ref.orientation if ref.orientation is not None else np.array([1.0, 0, 0, 0, 1.0, 0])
+    spacing = ref.pixel_spacing if ref.pixel_spacing is not None else np.ones(2)
+    for plane in planes[1:]:
+        if plane.orientation is not None and not np.allclose(plane.orientation, orientation, atol=1e-4):
+            raise MedsegDataError(
+                f"{name}: {plane.source} has orientation {plane.orientation.tolist()}, {ref.source} "
+                f"{orientation.tolist()}; slices of one volume must be parallel (a localizer series?)"
+            )
+        if plane.pixel_spacing is not None and not np.allclose(plane.pixel_spacing, spacing, atol=1e-4):
+            raise MedsegDataError(f"{name}: {plane.source} has a different PixelSpacing than {ref.source}")
+    row = orientation[:3] / np.linalg.norm(orientation[:3])
+    col = orientation[3:] / np.linalg.norm(orientation[3:])
+    if abs(float(row @ col)) > 1e-3:
+        raise MedsegDataError(f"{name}: ImageOrientationPatient row and column vectors are not orthogonal")
+    normal = np.cross(row, col)
+
+    positions = [p.position for p in planes]
+    if len(planes) > 1 and all(p is not None for p in positions):
+        distance = np.asarray([float(p @ normal) for p in positions])  # type: ignore[operator]
+        order = np.argsort(distance, kind="stable")
+        distance = distance[order]
+        gaps = np.diff(distance)
+        dz = float(distance[-1] - distance[0]) / (len(planes) - 1)
+        if gaps.min() < 1e-3 * max(dz, 1e-3) or dz <= 0:
+            raise MedsegDataError(
+                f"{name}: several slices share one position along the slice normal "
+                "(a multi-echo, multi-phase or time series?); split it before loading"
+            )
+        if np.abs(gaps - dz).max() > _GAP_TOLERANCE * dz:
+            raise MedsegDataError(
+                f"{name}: irregular slice gaps ({gaps.min():.4g} to {gaps.max():.4g} mm, mean {dz:.4g} mm); "
+                "slices are missing"
+            )
+        origin = positions[int(order[0])]
+    else:
+        if len(planes) > 1 and any(p is not None for p in positions):
+            raise MedsegDataError(f"{name}: some slices lack ImagePositionPatient")
+        order = np.arange(len(planes))
+        dz = fallback_dz
+        origin = positions[0] if positions[0] is not None else np.zeros(3)
+
+    stacked = np.stack([planes[int(i)].pixels for i in order], axis=-1)  # (rows, cols[, S], Z)
+    if stacked.ndim == 3:
+        array = stacked.transpose(1, 0, 2)[None]  # (1, X=cols, Y=rows, Z)
+    else:
+        array = stacked.transpose(2, 1, 0, 3)  # (S, X, Y, Z)
+    affine = np.eye(4)
+    affine[:3, 0] = row * spacing[1]  # i runs along a row: column spacing
+    affine[:3, 1] = col * spacing[0]  # j runs down a column: row spacing
+    affine[:3, 2] = normal * dz
+    affine[:3, 3] = origin
+    return np.ascontiguousarray(array), affine
+
+
+def dicom_geometry_to_ras(affine_lps: np.ndarray) -> np.ndarray:
+    """Convert a DICOM (LPS) voxel-to-world affine into the RAS convention of NIfTI and MONAI."""
+    return _LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
+
+
+def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read a DICOM file or a one-series folder.
+
+    Args:
+        path: a DICOM file (single or multi-frame) or a folder (not recursive) holding DICOM files.
+        series_uid: SeriesInstanceUID to pick when the folder holds several series.
+
+    Returns:
+        array (C, X, Y, Z) with C = SamplesPerPixel, the RAS affine (4, 4), and extra metadata
+        (series uid, modality, number of files).
+
+    Raises:
+        MedsegDataError: for a folder without an image series, several series and no ``series_uid``,
+            an unknown ``series_uid``, a non-image object, undecodable pixels or inconsistent geometry.
+    """
+    src = Path(path)
+    if src.is_dir():
+        groups, first, skipped = _scan_folder(src)
+        if not groups:
+            notes = "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+            raise MedsegDataError(
+                f"{src}: no DICOM image series in this folder ({len(skipped)} file(s) skipped"
+                + (f": {notes})" if notes else ")")
+            )
+        infos = {i.series_uid: i for i in list_dicom_series(src)} if len(groups) > 1 or series_uid else {}
+        if series_uid is None and len(groups) > 1:
+            listing = "\n  ".join(str(i) for i in infos.values())
+            raise MedsegDataError(
+                f"{src}: the folder holds {len(groups)} image series; pick one with series_uid=:\n  {listing}"
+            )
+        uid = series_uid if series_uid is not None else next(iter(groups))
+        if uid not in groups:
+            listing = "\n  ".join(str(i) for i in infos.values())
+            raise MedsegDataError(f"{src}: no image series with SeriesInstanceUID {uid}; found:\n  {listing}")
+        files = groups[uid]
+        if skipped:
+            logger.info("%s: skipped %d file(s) that are not images of a series", src, len(skipped))
+        header = first[uid]
+    else:
+        header = _read_header(str(src))
+        if header is None:
+            raise MedsegDataError(f"{src}: not a readable DICOM file")
+        reason = _non_image_reason(header)
+        if reason is not None:
+            raise MedsegDataError(f"{src}: {reason}; medseg reads DICOM images only")
+        uid = str(header.get("SeriesInstanceUID", ""))
+        if series_uid is not None and series_uid != uid:
+            raise MedsegDataError(f"{src}: SeriesInstanceUID is {uid}, not the requested {series_uid}")
+        files = [str(src)]
+
+    planes: list[_Plane] = []
+    for file in files:
+        try:
+            ds = pydicom.dcmread(file)
+        except Exception as err:  # truncated or corrupt file
+            raise MedsegDataError(f"{file}: cannot read DICOM file: {err}") from err
+        planes.extend(_planes_of(ds, file))
+    dtype = np.result_type(*[p.pixels.dtype for p in planes])
+    for plane in planes:
+        plane.pixels = plane.pixels.astype(dtype, copy=False)
+    array, affine_lps = _stack(planes, _single_plane_spacing(header), str(src))
+    meta = {"dicom_series_uid": uid, "modality": str(header.get("Modality", "")), "dicom_num_files": len(files)}
+    return array, dicom_geometry_to_ras(affine_lps), meta
