@@ -1,0 +1,128 @@
+"""Mask encoding between label space and the diffusion model's range [-1, 1].
+
+Diffusion segmentation models (MedSegDiff, SegDiff, Wolleb et al.) denoise the *mask*: the clean sample x0
+is the segmentation mask, scaled to the range the noise schedule expects. This module holds the one place
+that maps labels to x0 and sampled x0 back to per-member probabilities.
+
+Conventions (shared with :mod:`medseg.ensemble`):
+
+* ``num_channels == 1``: a binary task with one foreground channel. A label value > 0.5 is foreground
+  (so ``{0, 1}`` masks, ``{0, 2, 4}`` BraTS-style labels merged to "whole tumour", and nearest/linear
+  resampled masks all work). Encoded as ``x0 = 2 * fg - 1`` (0 -> -1, 1 -> +1), as in SegDiff.
+* ``num_channels == C > 1``: C classes *including background*, one-hot, each channel scaled to [-1, 1].
+  The label may be an integer label map ``(B, 1, *sp)`` with values in ``0..C-1`` or an already one-hot
+  ``(B, C, *sp)`` tensor.
+
+Decoding a sampled x0 (any real values) to probabilities in [0, 1]:
+
+* binary: ``p = clamp((x0 + 1) / 2, 0, 1)``;
+* multi-class: ``q_c = clamp((x0_c + 1) / 2, 0, 1)``, then ``p_c = q_c / sum_k q_k`` (a softmax-free
+  renormalisation over channels, so a clean one-hot sample decodes to itself); where every ``q_c`` is 0 the
+  voxel gets the uniform distribution ``1 / C``.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.utils import one_hot
+
+__all__ = ["MaskCodec"]
+
+
+class MaskCodec:
+    """Encode segmentation labels to the diffusion range [-1, 1] and decode samples to probabilities.
+
+    Args:
+        num_channels: mask channels of the diffusion model: 1 for a binary task, C > 1 for C classes
+            including background.
+        eps: denominator floor for the multi-class renormalisation.
+
+    Example:
+        >>> codec = MaskCodec(num_channels=1)
+        >>> x0 = codec.encode(torch.tensor([[[0.0, 1.0]]]))  # tensor([[[-1., 1.]]])
+        >>> codec.decode(x0)  # tensor([[[0., 1.]]])
+    """
+
+    def __init__(self, num_channels: int = 1, eps: float = 1e-6) -> None:
+        if int(num_channels) < 1:
+            raise ValueError(f"num_channels must be >= 1 (1 = binary, C = C classes), got {num_channels}.")
+        self.num_channels = int(num_channels)
+        self.eps = float(eps)
+
+    @property
+    def is_binary(self) -> bool:
+        """Whether the task has one foreground channel."""
+        return self.num_channels == 1
+
+    def encode(self, label: torch.Tensor) -> torch.Tensor:
+        """Map a label to the model range.
+
+        Args:
+            label: ``(B, 1, *sp)`` label map, or ``(B, C, *sp)`` one-hot when ``num_channels == C > 1``.
+
+        Returns:
+            ``(B, num_channels, *sp)`` float tensor with values in {-1, +1}.
+
+        Raises:
+            ValueError: when the channel count does not fit ``num_channels`` or a label is out of range.
+        """
+        if label.ndim < 3:
+            raise ValueError(f"label must be (B, C, *spatial), got shape {tuple(label.shape)}.")
+        label = torch.as_tensor(label)
+        if self.is_binary:
+            if label.shape[1] != 1:
+                raise ValueError(
+                    f"binary MaskCodec expects a (B, 1, *spatial) label, got {label.shape[1]} channels."
+                )
+            return (label > 0.5).float() * 2.0 - 1.0
+        if label.shape[1] == 1:
+            lab = torch.round(label.float())
+            if lab.min() < 0 or lab.max() > self.num_channels - 1:
+                raise ValueError(
+                    f"label values must lie in 0..{self.num_channels - 1} for {self.num_channels} classes, "
+                    f"got range [{float(lab.min())}, {float(lab.max())}]."
+                )
+            onehot = one_hot(lab, num_classes=self.num_channels, dim=1)
+        elif label.shape[1] == self.num_channels:
+            onehot = (label > 0.5).float()
+        else:
+            raise ValueError(
+                f"label has {label.shape[1]} channels; expected 1 (label map) or {self.num_channels} (one-hot)."
+            )
+        return onehot.float() * 2.0 - 1.0
+
+    def decode(self, x0: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+        """Map sampled masks in model range to probabilities in [0, 1].
+
+        Args:
+            x0: samples with ``num_channels`` channels in dimension ``channel_dim``, e.g. ``(B, C, *sp)``
+                or members ``(B, M, C, *sp)`` with ``channel_dim=2``.
+            channel_dim: the channel dimension of ``x0``.
+
+        Returns:
+            Probabilities of the same shape. Multi-class channels sum to 1.
+        """
+        if x0.shape[channel_dim] != self.num_channels:
+            raise ValueError(
+                f"x0 has {x0.shape[channel_dim]} channels in dim {channel_dim}, expected {self.num_channels}."
+            )
+        q = ((x0.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        if self.is_binary:
+            return q
+        total = q.sum(dim=channel_dim, keepdim=True)
+        uniform = torch.full_like(q, 1.0 / self.num_channels)
+        return torch.where(total > self.eps, q / total.clamp_min(self.eps), uniform)
+
+    def to_mask(self, probabilities: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+        """Discretise probabilities to a label map.
+
+        Args:
+            probabilities: ``(B, C, *sp)`` probabilities (channels in ``channel_dim``).
+            channel_dim: the channel dimension.
+
+        Returns:
+            Label map with the channel dimension kept as size 1: binary ``p > 0.5``, multi-class the argmax.
+        """
+        if self.is_binary:
+            return (probabilities > 0.5).to(torch.uint8)
+        return probabilities.argmax(dim=channel_dim, keepdim=True).to(torch.uint8)
