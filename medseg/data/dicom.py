@@ -188,7 +188,10 @@ class _Plane:
 
 def _functional_group_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
     """The item of ``sequence`` for a frame: per-frame first, then shared."""
-    for group_name, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+    for group_name, index in (
+        ("PerFrameFunctionalGroupsSequence", frame),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
         groups = ds.get(group_name)
         if groups is not None and len(groups) > index:
             seq = groups[index].get(sequence)
@@ -210,7 +213,7 @@ def _decode(ds: Dataset, name: str) -> np.ndarray:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames == 1:
         pixels = pixels[None]
-    if samples == 1 and pixels.ndim != 3 or samples > 1 and pixels.ndim != 4:
+    if pixels.ndim != (3 if samples == 1 else 4):
         raise MedsegDataError(f"{name}: unexpected pixel array shape {pixels.shape}")
     if not pixels.dtype.isnative:
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
@@ -266,7 +269,9 @@ def _stack(planes: Sequence[_Plane], fallback_dz: float, name: str) -> tuple[np.
     shape = ref.pixels.shape
     for plane in planes[1:]:
         if plane.pixels.shape != shape:
-            raise MedsegDataError(f"{name}: {plane.source} has shape {plane.pixels.shape}, {ref.source} {shape}")
+            raise MedsegDataError(
+                f"{name}: {plane.source} has shape {plane.pixels.shape}, {ref.source} {shape}"
+            )
     orientation = ref.orientation if ref.orientation is not None else np.array([1.0, 0, 0, 0, 1.0, 0])
     spacing = ref.pixel_spacing if ref.pixel_spacing is not None else np.ones(2)
     for plane in planes[1:]:
@@ -387,5 +392,9 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     for plane in planes:
         plane.pixels = plane.pixels.astype(dtype, copy=False)
     array, affine_lps = _stack(planes, _single_plane_spacing(header), str(src))
-    meta = {"dicom_series_uid": uid, "modality": str(header.get("Modality", "")), "dicom_num_files": len(files)}
+    meta = {
+        "dicom_series_uid": uid,
+        "modality": str(header.get("Modality", "")),
+        "dicom_num_files": len(files),
+    }
     return array, dicom_geometry_to_ras(affine_lps), meta

@@ -66,7 +66,9 @@ def detect_format(path: str | os.PathLike) -> ImageFormat:
     with open(src, "rb") as handle:
         if handle.read(132)[128:132] == b"DICM":
             return ImageFormat.DICOM
-    raise MedsegDataError(f"{src}: unsupported file type; expected .nii, .nii.gz, .npy, DICOM or a DICOM folder")
+    raise MedsegDataError(
+        f"{src}: unsupported file type; expected .nii, .nii.gz, .npy, DICOM or a DICOM folder"
+    )
 
 
 def _load_with_monai(src: Path, fmt: ImageFormat) -> MetaTensor:

@@ -1,0 +1,44 @@
+"""Image I/O that keeps geometry, datalists and offline sample data.
+
+Public API: :func:`load_image`, :func:`save_image`, :func:`load_datalist`, :func:`list_dicom_series`,
+the checks :func:`check_finite`, :func:`check_label`, :func:`check_pair`, the error type
+:class:`MedsegDataError`, and the MNI152 tissue sample (:func:`mni_tissue_sample`,
+:func:`mni_tissue_slices`, :func:`kmeans_tissue_baseline`). See ``docs/data.md``.
+"""
+
+from medseg.data.checks import check_finite, check_label, check_pair
+from medseg.data.datalists import DatalistKey, load_datalist
+from medseg.data.dicom import DicomSeriesInfo, list_dicom_series
+from medseg.data.errors import MedsegDataError
+from medseg.data.readers import ImageFormat, detect_format, load_image
+from medseg.data.samples import (
+    MNI_SLABS,
+    Split,
+    kmeans_tissue_baseline,
+    mni_tissue_sample,
+    mni_tissue_slices,
+    normalize_percentile,
+)
+from medseg.data.writers import atomic_write, save_image
+
+__all__ = [
+    "MNI_SLABS",
+    "DatalistKey",
+    "DicomSeriesInfo",
+    "ImageFormat",
+    "MedsegDataError",
+    "Split",
+    "atomic_write",
+    "check_finite",
+    "check_label",
+    "check_pair",
+    "detect_format",
+    "kmeans_tissue_baseline",
+    "list_dicom_series",
+    "load_datalist",
+    "load_image",
+    "mni_tissue_sample",
+    "mni_tissue_slices",
+    "normalize_percentile",
+    "save_image",
+]

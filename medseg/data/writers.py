@@ -1,0 +1,139 @@
+"""``save_image``: NIfTI on a reference geometry, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.data.image_writer import NibabelWriter
+
+from medseg.data.errors import MedsegDataError
+from medseg.data.readers import load_image
+
+__all__ = ["atomic_write", "save_image"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:
+    """Write a file through a temporary file in the same folder, then rename it into place.
+
+    ``os.replace`` is atomic on one file system, so readers see either no file or the whole file, and a
+    crash leaves at most a hidden temporary file (removed when the error is caught).
+
+    Args:
+        path: destination.
+        write: function that writes the full content to the temporary path it is given; the temporary
+            path keeps the destination's suffixes (``.nii.gz``, ``.json``), so writers that pick a format
+            from the name work.
+        overwrite: replace an existing destination.
+
+    Returns:
+        the destination path.
+
+    Raises:
+        MedsegDataError: if the destination exists and ``overwrite`` is False, or its folder is missing.
+    """
+    dest = Path(path)
+    if dest.exists() and not overwrite:
+        raise MedsegDataError(f"{dest}: file exists; pass overwrite=True to replace it")
+    if not dest.parent.is_dir():
+        raise MedsegDataError(f"{dest}: the folder {dest.parent} does not exist")
+    suffix = "".join(dest.suffixes[-2:]) if dest.name.endswith(".nii.gz") else dest.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{suffix}", dir=dest.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return dest
+
+
+def _reference_affine(
+    reference: MetaTensor | str | os.PathLike | None, array: object
+) -> tuple[np.ndarray, tuple]:
+    if reference is None:
+        if not isinstance(array, MetaTensor):
+            raise ValueError(
+                "save_image needs a reference (MetaTensor or image path) unless array is a MetaTensor"
+            )
+        reference = array
+    if not isinstance(reference, MetaTensor):
+        reference = load_image(reference, dtype=None, allow_nonfinite=True)
+    return np.asarray(reference.affine, dtype=np.float64), tuple(reference.shape[1:])
+
+
+def _output_dtype(data: np.ndarray) -> np.ndarray:
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    if data.dtype == np.float16:
+        return data.astype(np.float32)
+    if data.dtype == np.int64:
+        info = np.iinfo(np.int32)
+        if data.size == 0 or (data.min() >= info.min and data.max() <= info.max):
+            return data.astype(np.int32)
+    return data
+
+
+def save_image(
+    array: np.ndarray | torch.Tensor,
+    path: str | os.PathLike,
+    reference: MetaTensor | str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an array as NIfTI on a reference image's geometry.
+
+    The array must be on the reference's voxel grid as loaded by :func:`medseg.data.load_image`
+    (same spatial shape, same axis order); the reference's RAS affine becomes the file's qform and sform,
+    so a mask computed on a DICOM series lands on the scanner geometry. Booleans are written as uint8,
+    int64 as int32 when the values fit, other dtypes as they are.
+
+    Args:
+        array: (C, *spatial) with C >= 1 channels, or (*spatial) without a channel axis; numpy, torch or
+            MetaTensor. A single channel gives a 3D (or 2D) file, C > 1 channels a 4D file.
+        path: destination, ``.nii.gz`` or ``.nii``.
+        reference: the image whose geometry to use: a ``MetaTensor`` or a path that ``load_image`` reads.
+            ``None`` uses ``array``'s own affine (it must then be a ``MetaTensor``).
+        overwrite: replace an existing file.
+
+    Returns:
+        the written path.
+
+    Raises:
+        ValueError: if ``path`` is not a NIfTI name, or no reference is available.
+        MedsegDataError: if the file exists (without ``overwrite``) or the shapes do not match.
+    """
+    dest = Path(path)
+    if not dest.name.lower().endswith((".nii", ".nii.gz")):
+        raise ValueError(f"{dest}: save_image writes NIfTI; use a .nii.gz or .nii file name")
+    if dest.exists() and not overwrite:
+        raise MedsegDataError(f"{dest}: file exists; pass overwrite=True to replace it")
+    affine, spatial_shape = _reference_affine(reference, array)
+    if isinstance(array, torch.Tensor):
+        data = array.detach().cpu()
+        data = data.as_tensor().numpy() if isinstance(data, MetaTensor) else data.numpy()
+    else:
+        data = np.asarray(array)
+    data = _output_dtype(data)
+    if tuple(data.shape) == spatial_shape:
+        data = data[None]
+    if tuple(data.shape[1:]) != spatial_shape:
+        raise MedsegDataError(
+            f"{dest}: array shape {tuple(data.shape)} does not fit the reference spatial shape {spatial_shape} "
+            "(expected (C, *spatial) or (*spatial))"
+        )
+
+    def _write(tmp: str) -> None:
+        writer = NibabelWriter(output_dtype=data.dtype)
+        writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
+        writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
+        writer.write(tmp)
+
+    return atomic_write(dest, _write, overwrite=overwrite)
