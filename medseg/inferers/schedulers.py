@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedules, Scheduler
 from monai.utils import StrEnum
 
-__all__ = ["PredictionType", "Sampler", "make_scheduler"]
+__all__ = ["PredictionType", "Sampler", "SpacedDDIMScheduler", "make_scheduler"]
 
 
 class Sampler(StrEnum):
@@ -28,7 +29,8 @@ class Sampler(StrEnum):
 
     ``ddpm``: ancestral sampling (Ho et al. 2020). MONAI's DDPM step uses ``t - 1`` as the previous step, so it
     is only exact when sampling with ``num_inference_steps == num_train_timesteps``.
-    ``ddim``: DDIM (Song et al. 2021) over any number of steps, ``eta`` sets the stochasticity (0 = deterministic).
+    ``ddim``: DDIM (Song et al. 2021) over any number of steps, ``eta`` sets the stochasticity (0 = deterministic);
+    built as :class:`SpacedDDIMScheduler`.
     """
 
     DDPM = "ddpm"
@@ -41,6 +43,76 @@ class PredictionType(StrEnum):
     EPSILON = "epsilon"
     SAMPLE = "sample"
     V_PREDICTION = "v_prediction"
+
+
+class SpacedDDIMScheduler(DDIMScheduler):
+    """MONAI's DDIM with each step landing on the next timestep of ``timesteps``.
+
+    MONAI's ``DDIMScheduler.step`` moves from t to ``t - T // K`` while ``set_timesteps`` places the K steps at
+    ``round(linspace(T - 1, 0, K))``; the two disagree unless K fits T (for T = 1000, K = 10 a step from 999
+    lands on 899 but the network is next evaluated at 888, and the last step starts from noise level 11
+    labelled as 0). This subclass steps from ``timesteps[i]`` to ``timesteps[i + 1]`` (to ``abar = 1`` after the
+    last one, with ``set_alpha_to_one=True``), which is the DDIM update of Song et al. (Eq. 12) on that grid.
+    Constructor arguments are MONAI's ``DDIMScheduler`` arguments.
+    """
+
+    def previous_timestep(self, timestep: int) -> int:
+        """The timestep a step from ``timestep`` lands on: the next entry of ``timesteps``, -1 after the last.
+
+        A timestep outside ``timesteps`` falls back to MONAI's ``timestep - T // K``.
+        """
+        grid = [int(t) for t in self.timesteps]
+        if timestep in grid:
+            i = grid.index(timestep)
+            return grid[i + 1] if i + 1 < len(grid) else -1
+        return timestep - self.num_train_timesteps // self.num_inference_steps
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int,
+        sample: torch.Tensor,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDIM step from ``timestep`` to :meth:`previous_timestep` (Song et al. 2021, Eq. 12).
+
+        Args:
+            model_output: ``(B, C, *sp)`` network output (noise, x0 or v per ``prediction_type``).
+            timestep: current timestep t.
+            sample: ``(B, C, *sp)`` current sample x_t.
+            eta: 0 for deterministic DDIM, 1 for DDPM-like noise.
+            generator: source of the step noise when ``eta > 0``.
+
+        Returns:
+            ``(x_prev, pred_x0)``, both ``(B, C, *sp)``.
+        """
+        timestep = int(timestep)
+        prev = self.previous_timestep(timestep)
+        alpha_prod_t = self.alphas_cumprod[timestep]
+        alpha_prod_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final_alpha_cumprod
+        beta_prod_t = 1 - alpha_prod_t
+        if self.prediction_type == PredictionType.EPSILON:
+            pred_x0 = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
+            pred_eps = model_output
+        elif self.prediction_type == PredictionType.SAMPLE:
+            pred_x0 = model_output
+            pred_eps = (sample - alpha_prod_t**0.5 * pred_x0) / beta_prod_t**0.5
+        else:
+            pred_x0 = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
+            pred_eps = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
+        if self.clip_sample:
+            pred_x0 = torch.clamp(pred_x0, self.clip_sample_values[0], self.clip_sample_values[1])
+        # sigma_t of Song et al. Eq. 16, scaled by eta
+        std = eta * self._get_variance(timestep, prev) ** 0.5
+        # DDIM update, Song et al. Eq. 12
+        prev_sample = alpha_prod_prev**0.5 * pred_x0 + (1 - alpha_prod_prev - std**2) ** 0.5 * pred_eps
+        if eta > 0:
+            noise = torch.randn(
+                model_output.shape, dtype=model_output.dtype, generator=generator, device=model_output.device
+            )
+            prev_sample = prev_sample + std * noise
+        return prev_sample, pred_x0
 
 
 def make_scheduler(
@@ -67,7 +139,7 @@ def make_scheduler(
         variance_type: DDPM only, MONAI's ``DDPMVarianceType`` (``fixed_small``, ``fixed_large``, ...).
 
     Returns:
-        A ``DDPMScheduler`` or ``DDIMScheduler``.
+        A ``DDPMScheduler`` or a :class:`SpacedDDIMScheduler` (MONAI's DDIM stepping on its own grid).
 
     Raises:
         ValueError: for an unknown sampler, schedule or prediction type.
@@ -93,7 +165,7 @@ def make_scheduler(
             prediction_type=prediction_type,
             **schedule_args,
         )
-    return DDIMScheduler(
+    return SpacedDDIMScheduler(
         num_train_timesteps=num_train_timesteps,
         schedule=schedule,
         clip_sample=clip_sample,

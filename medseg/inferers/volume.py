@@ -32,7 +32,8 @@ class VolumeSegmentation:
     Attributes:
         probability: ``(C, X, Y, Z)`` fused probability.
         mask: ``(1, X, Y, Z)`` label map (binary ``p > 0.5``; multi-class argmax).
-        uncertainty: ``"variance"``, ``"entropy"``, ``"mutual_information"``, each ``(1, X, Y, Z)``.
+        uncertainty: the maps of :func:`medseg.ensemble.uncertainty_maps` (``"variance"``,
+            ``"predictive_entropy"``, ``"expected_entropy"``, ``"mutual_information"``), each ``(1, X, Y, Z)``.
         members: ``(M, C, X, Y, Z)`` member probabilities when requested, else None.
         network_evaluations: items passed through the network (per slice/window, member and step).
     """
@@ -66,7 +67,8 @@ def _finish(
     if isinstance(volume, MetaTensor):
 
         def keep_geometry(t: torch.Tensor) -> MetaTensor:
-            return MetaTensor(t, affine=volume.affine.clone(), meta=dict(volume.meta))
+            meta = {k: v for k, v in volume.meta.items() if k != "affine"}
+            return MetaTensor(t, affine=volume.affine.clone(), meta=meta)
 
         probability, mask = keep_geometry(probability), keep_geometry(mask)
         uncertainty = {k: keep_geometry(v) for k, v in uncertainty.items()}
