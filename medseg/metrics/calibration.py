@@ -94,7 +94,8 @@ def expected_calibration_error(
     """Class-wise calibration error per case and class, via ``monai.metrics.CalibrationErrorMetric``.
 
     For each case ``b`` and class channel ``c`` the voxels' probabilities ``p_vc`` are put into ``num_bins``
-    equal-width bins on [0, 1] (left-closed, as MONAI's ``calibration_binning``) and
+    equal-width bins on [0, 1] (MONAI's ``calibration_binning``; with its default ``right=False``,
+    ``torch.bucketize`` puts a value on an inner bin edge into the lower bin) and
     ``ECE = sum_k (n_k / n) |mean_{v in k} y_vc - mean_{v in k} p_vc|`` (Guo et al. 2017, Eq. 3). This is
     the *per-class foreground-probability* ECE (not the top-label one) computed per case ("subject level",
     MONAI ``metric_reduction="none"``); :func:`calibration_metrics` reports its mean over the foreground
@@ -133,7 +134,7 @@ def expected_calibration_error(
         metric_reduction="none",
     )
     # MONAI bins in float32; the ECE itself is cheap, so keep the tensors as float32 for it.
-    return metric(y_pred=prob.float(), y=onehot.float()).to(torch.float64)
+    return metric(y_pred=prob.float().contiguous(), y=onehot.float().contiguous()).to(torch.float64)
 
 
 def calibration_metrics(
