@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pydicom.errors
+import pydicom.filereader
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_rescale
 
@@ -94,17 +95,18 @@ def _non_image_reason(ds: Dataset) -> str | None:
             return f"a {modality or 'non-image'} object ({name}), not an image"
     if modality in _NON_IMAGE_MODALITIES:
         return f"a {modality} object, not an image"
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        return "a DICOM object without pixel data"
     if ds.get("Rows") is None or ds.get("Columns") is None:
-        return "a DICOM object without Rows/Columns"
+        return "a DICOM object without pixel data (no Rows/Columns)"
     return None
 
 
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
 def _read_header(path: str) -> Dataset | None:
-    """Read a file's header (pixel data deferred); None if it is not DICOM."""
+    """Read a file's header up to the pixel data; None if it is not DICOM."""
     try:
-        return pydicom.dcmread(path, defer_size="1 KB")
+        return pydicom.dcmread(path, stop_before_pixels=True)
     except (pydicom.errors.InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as err:
         logger.debug("skipping %s: not readable as DICOM (%s)", path, err)
         return None
@@ -186,6 +188,25 @@ class _Plane:
     source: str
 
 
+def _read_image_file(path: str) -> Dataset:
+    """Read a DICOM file up to and including its pixel data.
+
+    Elements after the pixel data are not parsed: some scanners pad files with megabytes of zeros
+    there, which pydicom would read as hundreds of thousands of empty elements (seconds per file).
+    """
+    seen_pixels = False
+
+    def stop_after_pixels(tag: int, vr: str | None, length: int) -> bool:
+        nonlocal seen_pixels
+        if seen_pixels:
+            return True
+        seen_pixels = int(tag) in _PIXEL_TAGS
+        return False
+
+    with open(path, "rb") as handle:
+        return pydicom.filereader.read_partial(handle, stop_when=stop_after_pixels)
+
+
 def _functional_group_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
     """The item of ``sequence`` for a frame: per-frame first, then shared."""
     for group_name, index in (
@@ -217,9 +238,21 @@ def _decode(ds: Dataset, name: str) -> np.ndarray:
         raise MedsegDataError(f"{name}: unexpected pixel array shape {pixels.shape}")
     if not pixels.dtype.isnative:
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
-    if samples == 1:
-        pixels = apply_rescale(pixels, ds)
-    return pixels
+    if samples > 1:
+        return pixels
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        return apply_rescale(pixels, ds)
+    # Enhanced multi-frame: the rescale lives in each frame's (or the shared) functional group.
+    frames_out = []
+    for frame in range(pixels.shape[0]):
+        item = _functional_group_item(ds, frame, "PixelValueTransformationSequence")
+        slope = float(item.get("RescaleSlope", 1.0)) if item is not None else 1.0
+        intercept = float(item.get("RescaleIntercept", 0.0)) if item is not None else 0.0
+        if item is None or (slope == 1.0 and intercept == 0.0):
+            frames_out.append(pixels[frame])
+        else:
+            frames_out.append(pixels[frame].astype(np.float64) * slope + intercept)
+    return np.stack(frames_out).astype(np.result_type(*[f.dtype for f in frames_out]))
 
 
 def _planes_of(ds: Dataset, name: str) -> list[_Plane]:
@@ -384,7 +417,7 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     planes: list[_Plane] = []
     for file in files:
         try:
-            ds = pydicom.dcmread(file)
+            ds = _read_image_file(file)
         except Exception as err:  # truncated or corrupt file
             raise MedsegDataError(f"{file}: cannot read DICOM file: {err}") from err
         planes.extend(_planes_of(ds, file))
