@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medseg.networks.blocks._amp import autocast_disabled
+
 __all__ = ["AttentiveConditionFusion"]
 
 
@@ -57,6 +59,6 @@ class AttentiveConditionFusion(nn.Module):
             raise ValueError(
                 f"Eq. 3 fusion needs features of equal shape, got {tuple(m_image.shape)} and {tuple(m_x.shape)}."
             )
-        with torch.autocast(device_type=m_image.device.type, enabled=False):
+        with autocast_disabled(m_image.device):
             fused = (self._layer_norm(m_image) * self._layer_norm(m_x)) * m_image.float()  # Eq. 3
         return fused.to(m_image.dtype)

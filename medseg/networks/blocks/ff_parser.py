@@ -13,6 +13,8 @@ import torch
 from monai.utils import ensure_tuple_rep
 from torch import nn
 
+from medseg.networks.blocks._amp import autocast_disabled
+
 __all__ = ["FFParser"]
 
 
@@ -139,7 +141,7 @@ class FFParser(nn.Module):
             )
         spatial_shape = tuple(x.shape[2:])
         dims = tuple(range(2, x.ndim))
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_disabled(x.device):
             spectrum = torch.fft.rfftn(x.float(), dim=dims, norm="ortho")  # Eq. 4: M = F[m]
             spectrum = spectrum * self.attention_map(spatial_shape)  # Eq. 5: M' = A * M
             out = torch.fft.irfftn(spectrum, s=spatial_shape, dim=dims, norm="ortho")  # Eq. 6: m' = F^-1[M']
