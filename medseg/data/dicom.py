@@ -1,8 +1,9 @@
 """DICOM files and series with the scanner geometry kept (what MONAI's ``PydicomReader`` gets wrong).
 
-Pixel decoding and the modality rescale (RescaleSlope/Intercept, also per-frame in enhanced multi-frame
-objects) come from pydicom, the library under MONAI's ``PydicomReader``. What this module adds, because
-``PydicomReader`` 1.6 gets it wrong on real data, is the geometry and the choice of slices:
+Pixel decoding and the modality rescale (RescaleSlope/Intercept) come from pydicom, the library under
+MONAI's ``PydicomReader``; enhanced multi-frame objects get their per-frame rescale from the functional
+groups. What this module adds, because ``PydicomReader`` 1.6 gets it wrong on real data, is the geometry
+and the choice of slices:
 
 * slices are grouped by SeriesInstanceUID and non-image objects (SEG, RTSTRUCT, SR, ...) are skipped;
   ``PydicomReader`` stacks every file of the folder;
@@ -12,7 +13,9 @@ objects) come from pydicom, the library under MONAI's ``PydicomReader``. What th
 * the direction is orthonormal (row, column, row x column) as in ITK; ``PydicomReader`` uses the
   first-to-last position vector as the third column, which shears the affine of an oblique series;
 * a single oblique slice keeps its normal (``PydicomReader`` puts (0, 0, 1) there);
-* irregular gaps (missing slices), repeated positions and mixed orientations are refused.
+* irregular gaps (missing slices), repeated positions and mixed orientations are refused;
+* only the bytes up to the pixel data are parsed (a file padded with megabytes of zeros after it reads
+  in milliseconds instead of seconds).
 
 Array convention (the same as MONAI and NIfTI): voxel ``[i, j, k]`` is column ``i``, row ``j`` of slice
 ``k``, so the MetaTensor is ``(C, columns, rows, slices)`` and equals
