@@ -110,10 +110,10 @@ def _resolve_prior(
 
 
 def _e_step(labels: torch.Tensor, log_theta: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
-    """Posterior ``W`` shaped ``(N, K)`` (Eq. 20)."""
+    """Posterior ``W`` shaped ``(N, K)`` (Eq. 20) for ``labels`` ``(M, N)`` (long)."""
     log_w = log_prior.T.expand(labels.shape[1], -1).clone()  # (N, K): log f(T_i = s)
     for j in range(labels.shape[0]):
-        log_w += log_theta[j].index_select(0, labels[j].long())  # Eq. 20: + log theta_j[D_ij, s]
+        log_w += log_theta[j].index_select(0, labels[j])  # Eq. 20: + log theta_j[D_ij, s]
     return torch.softmax(log_w, dim=1)  # Eq. 20: normalise over s
 
 
@@ -127,7 +127,8 @@ def staple_with_performance(
     """STAPLE consensus of an ensemble with per-member performance estimates (Warfield et al. 2004).
 
     Members are first turned into hard labels (``p >= 0.5`` for ``C == 1``, ``argmax`` for ``C > 1``), as
-    STAPLE models discrete decisions. Runs in float64, vectorised over voxels (a loop over members only).
+    STAPLE models discrete decisions. Runs in float64, vectorised over voxels (a loop over members only);
+    with a global prior it iterates over the distinct voxel decision patterns, weighted by their counts.
 
     Args:
         members: ``(M, C, *spatial)`` member probabilities (or hard masks / one-hot), 1 to 3 spatial axes.
@@ -174,17 +175,29 @@ def staple_with_performance(
     theta = eye * initial_performance + (1.0 - eye) * off_diagonal
     theta = theta.expand(num_members, -1, -1).clone()  # (M, K, K): theta_j[s', s]
 
+    # With a global prior the posterior of a voxel depends only on its pattern of decisions (D_i1..D_iM), so
+    # EM runs over the distinct patterns weighted by their voxel counts: identical results, and usually a
+    # few hundred patterns instead of millions of voxels.
+    if prior_table.shape[1] == 1:
+        patterns, inverse, counts = torch.unique(labels.T, dim=0, return_inverse=True, return_counts=True)
+        em_labels, em_counts = patterns.T.long().contiguous(), counts.to(torch.float64)
+    else:
+        inverse = None
+        em_labels = labels.long()
+        em_counts = torch.ones(labels.shape[1], dtype=torch.float64, device=members.device)
+    del labels
+
     floor = 1e-12
     converged = False
     iterations = 0
-    weights = torch.zeros(labels.shape[1], num_classes, dtype=torch.float64, device=members.device)
     for iterations in range(1, max_iterations + 1):  # noqa: B007 (the count is reported)
-        weights = _e_step(labels, theta.clamp_min(floor).log(), log_prior)  # E-step, Eq. 20
-        class_mass = weights.sum(dim=0)  # (K,): sum_i W_si
+        weights = _e_step(em_labels, theta.clamp_min(floor).log(), log_prior)  # E-step, Eq. 20
+        weighted = weights * em_counts[:, None]
+        class_mass = weighted.sum(dim=0)  # (K,): sum_i W_si
         new_theta = torch.zeros_like(theta)
         for j in range(num_members):
             # Eq. 24 numerator: sum over voxels where member j said s' of W_si.
-            new_theta[j].index_add_(0, labels[j].long(), weights)
+            new_theta[j].index_add_(0, em_labels[j], weighted)
         present = class_mass > 0
         new_theta = torch.where(present, new_theta / class_mass.clamp_min(1e-300), theta)  # Eq. 24
         change = float((new_theta - theta).abs().max())
@@ -192,8 +205,10 @@ def staple_with_performance(
         if change <= tolerance:
             converged = True
             break
-    weights = _e_step(labels, theta.clamp_min(floor).log(), log_prior)  # posterior under the final theta
-    class_mass = weights.sum(dim=0)
+    weights = _e_step(em_labels, theta.clamp_min(floor).log(), log_prior)  # posterior under the final theta
+    class_mass = (weights * em_counts[:, None]).sum(dim=0)
+    if inverse is not None:
+        weights = weights[inverse]  # back from patterns to voxels: (N, K)
 
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=members.device)
     diagonal = theta.diagonal(dim1=1, dim2=2)  # (M, K): theta_j[s, s]
