@@ -1,0 +1,89 @@
+"""The one preprocessing recipe of medseg, as MONAI dictionary transforms.
+
+Training and inference must see images prepared the same way, and the inference output must land back
+on the input grid. Both pipelines are built here from the same arguments: orientation to a fixed code,
+resampling to a fixed spacing, robust intensity scaling to [0, 1], and padding to a size divisible by
+the network's downsampling factor. Every spatial step is invertible, so ``Invertd`` maps the network's
+outputs back onto the original geometry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monai.transforms import (
+    Compose,
+    DivisiblePadd,
+    EnsureTyped,
+    Orientationd,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+)
+
+__all__ = ["inference_transforms", "training_transforms"]
+
+
+def _spatial(
+    keys: Sequence[str], modes: Sequence[str], axcodes: str | None, spacing: Sequence[float] | None
+) -> list:
+    steps: list = []
+    if axcodes:
+        steps.append(Orientationd(keys=keys, axcodes=axcodes))
+    if spacing is not None:
+        steps.append(Spacingd(keys=keys, pixdim=tuple(spacing), mode=tuple(modes)))
+    return steps
+
+
+def _intensity(lower: float, upper: float) -> ScaleIntensityRangePercentilesd:
+    # Robust percentiles, not min/max: a few hot voxels (or a DICOM padding value) must not squash the range.
+    return ScaleIntensityRangePercentilesd(
+        keys="image", lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
+    )
+
+
+def training_transforms(
+    axcodes: str | None = "RAS",
+    spacing: Sequence[float] | None = None,
+    lower_percentile: float = 0.5,
+    upper_percentile: float = 99.5,
+    divisible_by: int | Sequence[int] = 16,
+) -> Compose:
+    """Transforms for ``{"image", "label"}`` dictionaries of channel-first MetaTensors.
+
+    Args:
+        axcodes: orientation code the volumes are reoriented to (None keeps the input's).
+        spacing: target voxel spacing in mm (None keeps the input's).
+        lower_percentile: intensity mapped to 0.
+        upper_percentile: intensity mapped to 1.
+        divisible_by: spatial sizes are padded to a multiple of this (the network's downsampling factor);
+            per axis as a sequence, e.g. ``(16, 16, 1)`` for a 2D network applied slice by slice.
+    """
+    keys = ("image", "label")
+    return Compose(
+        [
+            *_spatial(keys, ("bilinear", "nearest"), axcodes, spacing),
+            _intensity(lower_percentile, upper_percentile),
+            DivisiblePadd(keys=keys, k=divisible_by),
+            EnsureTyped(keys="label", dtype="int64", track_meta=True),
+        ]
+    )
+
+
+def inference_transforms(
+    axcodes: str | None = "RAS",
+    spacing: Sequence[float] | None = None,
+    lower_percentile: float = 0.5,
+    upper_percentile: float = 99.5,
+    divisible_by: int | Sequence[int] = 16,
+) -> Compose:
+    """Transforms for an ``{"image"}`` dictionary; invert them with ``Invertd`` to return to the input grid.
+
+    Arguments as in :func:`training_transforms`.
+    """
+    return Compose(
+        [
+            *_spatial(("image",), ("bilinear",), axcodes, spacing),
+            _intensity(lower_percentile, upper_percentile),
+            DivisiblePadd(keys="image", k=divisible_by),
+        ]
+    )

@@ -1,0 +1,319 @@
+"""The notebook and pipeline API: a trained diffusion segmenter applied to whole images and volumes.
+
+``Segmenter`` holds a network and the recipe it was trained with (preprocessing, noise schedule) and turns
+an image (path, array or MetaTensor; 2D or 3D) into a :class:`SegmentationResult` on the input's own grid:
+the ensemble members, their fused probability and mask, and per-voxel uncertainty maps. Bundles build it
+from their ``inference.json`` (``Segmenter.from_bundle("medsegdiff")``), the CLI calls it, and so can a
+notebook.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from medseg.data import load_image
+from medseg.inferers import Sampler, make_scheduler, slicewise_inference, sliding_window_ensemble_inference
+from medseg.inferers.volume import VolumeSegmentation
+from medseg.transforms import inference_transforms
+from medseg.workflows.checkpoint import load_weights
+
+__all__ = ["SegmentationResult", "Segmenter"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentationResult:
+    """One segmented image, every map on the input image's grid and geometry.
+
+    Attributes:
+        image: the input ``(C_img, *spatial)`` as loaded (a MetaTensor with its affine).
+        probability: ``(C, *spatial)`` fused class probability (C = 1: foreground probability).
+        mask: ``(1, *spatial)`` label map (binary ``p > 0.5``, multi-class argmax).
+        uncertainty: per-voxel maps ``(1, *spatial)``: ``variance``, ``predictive_entropy``,
+            ``expected_entropy``, ``mutual_information`` (nats).
+        members: ``(M, C, *spatial)`` member probabilities, or None when not kept.
+        class_names: one name per label value.
+        network_evaluations: items passed through the network (members x steps x slices).
+    """
+
+    image: torch.Tensor
+    probability: torch.Tensor
+    mask: torch.Tensor
+    uncertainty: dict[str, torch.Tensor] = field(default_factory=dict)
+    members: torch.Tensor | None = None
+    class_names: tuple[str, ...] = ()
+    network_evaluations: int = 0
+
+    def plot(self, slice_index: int | None = None, axis: int = -1, path: str | os.PathLike | None = None):
+        """Figure of image, mask overlay and uncertainty (see :func:`medseg.visualize.overlay_figure`)."""
+        from medseg.visualize import overlay_figure
+
+        return overlay_figure(
+            self.image,
+            self.mask,
+            self.uncertainty.get("predictive_entropy"),
+            slice_index=slice_index,
+            axis=axis,
+            class_names=self.class_names,
+            path=path,
+        )
+
+
+class Segmenter:
+    """A diffusion segmentation network with its preprocessing and sampling recipe.
+
+    Args:
+        network: a conditional denoiser ``forward(x_t, timesteps, image)`` (e.g. ``MedSegDiffUNet``).
+        spatial_dims: 2 (applied slice by slice to volumes) or 3 (applied by sliding windows).
+        num_channels: mask channels C (1 = binary, otherwise one per class including background).
+        class_names: names of the label values; defaults to ``class_0 ...``.
+        checkpoint: weights to load (``torch.load(weights_only=True)``); None keeps the network's.
+        num_train_timesteps: T of the training noise schedule.
+        schedule: MONAI noise schedule name of training.
+        beta_start: first beta of the schedule.
+        beta_end: last beta of the schedule.
+        prediction_type: what the network predicts (``epsilon``, ``sample``, ``v_prediction``).
+        axcodes: orientation the network was trained in.
+        spacing: voxel spacing (mm) the network was trained at; None keeps the input's.
+        lower_percentile: intensity percentile mapped to 0.
+        upper_percentile: intensity percentile mapped to 1.
+        divisible_by: padding multiple of the network (its total downsampling factor).
+        slice_axis: axis (after reorientation) along which a 2D network is applied.
+        roi_size: window size of a 3D network.
+        num_ensemble: default ensemble size M.
+        num_inference_steps: default number of sampling steps K.
+        sampler: default sampler, ``ddim`` or ``ddpm``.
+        fusion: default fusion, ``mean``, ``majority`` or ``staple``.
+        eta: DDIM eta.
+        seed: default seed (results are reproducible for a given seed).
+        batch_size: slices (2D) or windows (3D) sampled together.
+        max_batch: most items per network call (None: all members of a batch at once).
+        device: where the network runs; None picks CUDA when available.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        spatial_dims: int = 2,
+        num_channels: int = 1,
+        class_names: Sequence[str] | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        num_train_timesteps: int = 1000,
+        schedule: str = "linear_beta",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        prediction_type: str = "epsilon",
+        axcodes: str | None = "RAS",
+        spacing: Sequence[float] | None = None,
+        lower_percentile: float = 0.5,
+        upper_percentile: float = 99.5,
+        divisible_by: int = 16,
+        slice_axis: int = 2,
+        roi_size: Sequence[int] | None = None,
+        num_ensemble: int = 5,
+        num_inference_steps: int = 20,
+        sampler: str = Sampler.DDIM,
+        fusion: str = "mean",
+        eta: float = 0.0,
+        seed: int = 0,
+        batch_size: int = 4,
+        max_batch: int | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if spatial_dims == 3 and roi_size is None:
+            raise ValueError("a 3D network needs roi_size for sliding-window inference.")
+        if slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}.")
+        names = tuple(class_names) if class_names else ()
+        num_labels = 2 if num_channels == 1 else num_channels
+        if names and len(names) != num_labels:
+            raise ValueError(f"class_names has {len(names)} names, the network has {num_labels} labels.")
+        self.device = (
+            torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        if checkpoint is not None:
+            load_weights(network, checkpoint)
+        self.network = network.to(self.device).eval()
+        self.spatial_dims = spatial_dims
+        self.num_channels = int(num_channels)
+        self.class_names = names or tuple(f"class_{i}" for i in range(num_labels))
+        self.schedule_args = {
+            "num_train_timesteps": num_train_timesteps,
+            "schedule": schedule,
+            "beta_start": beta_start,
+            "beta_end": beta_end,
+            "prediction_type": prediction_type,
+        }
+        make_scheduler(sampler, **self.schedule_args)  # validate the recipe now, not at the first image
+        pad = [divisible_by] * 3 if isinstance(divisible_by, int) else list(divisible_by)
+        if spatial_dims == 2:
+            pad[slice_axis] = 1  # slices are not downsampled along their own axis
+        self.transforms = inference_transforms(
+            axcodes=axcodes,
+            spacing=spacing,
+            lower_percentile=lower_percentile,
+            upper_percentile=upper_percentile,
+            divisible_by=pad,
+        )
+        self.slice_axis = slice_axis
+        self.roi_size = tuple(roi_size) if roi_size is not None else None
+        self.defaults = {
+            "ensemble": num_ensemble,
+            "steps": num_inference_steps,
+            "sampler": sampler,
+            "fusion": fusion,
+            "eta": eta,
+            "seed": seed,
+        }
+        self.batch_size = batch_size
+        self.max_batch = max_batch
+
+    @classmethod
+    def from_bundle(cls, bundle: str | os.PathLike = "medsegdiff", **overrides: Any) -> Segmenter:
+        """Build the segmenter a bundle's ``configs/inference.json`` defines (its ``segmenter`` entry).
+
+        Args:
+            bundle: a bundle name under medseg's ``bundles/`` folder, or a bundle folder path.
+            overrides: config keys to override (e.g. ``device="cpu"``, ``ckpt_path=...``).
+        """
+        from medseg.workflows.bundles import bundle_parser
+
+        return bundle_parser(bundle, "inference", **overrides).get_parsed_content("segmenter")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: str | os.PathLike | np.ndarray | torch.Tensor,
+        ensemble: int | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        fusion: str | None = None,
+        seed: int | None = None,
+        keep_members: bool = True,
+        progress: bool = False,
+    ) -> SegmentationResult:
+        """Segment one image.
+
+        Args:
+            image: a path ``load_image`` reads (NIfTI, DICOM file or series folder, .npy), or a channel-first
+                array/tensor ``(C_img, *spatial)`` (2D or 3D; a MetaTensor keeps its geometry).
+            ensemble: members M (default from the bundle).
+            steps: sampling steps K.
+            sampler: ``ddim`` or ``ddpm``.
+            fusion: ``mean``, ``majority`` or ``staple``.
+            seed: seed of the members' noise.
+            keep_members: keep the ``(M, C, *spatial)`` members on the result.
+            progress: tqdm bar over sampling steps.
+        """
+        opts = {
+            k: v if v is not None else self.defaults[k]
+            for k, v in {
+                "ensemble": ensemble,
+                "steps": steps,
+                "sampler": sampler,
+                "fusion": fusion,
+                "seed": seed,
+            }.items()
+        }
+        original = self._as_image(image)
+        planar = original.ndim == 3  # (C, H, W): a 2D image is a volume of one slice
+        volume = original.unsqueeze(-1) if planar else original
+        if planar and self.spatial_dims == 3:
+            raise ValueError("a 3D network cannot segment a 2D image.")
+        prepared = self.transforms({"image": volume})["image"]
+        scheduler = make_scheduler(opts["sampler"], **self.schedule_args)
+        common = {
+            "num_channels": self.num_channels,
+            "num_members": opts["ensemble"],
+            "num_inference_steps": opts["steps"],
+            "max_batch": self.max_batch,
+            "eta": self.defaults["eta"],
+            "seed": opts["seed"],
+            "fusion": opts["fusion"],
+            "return_members": keep_members,
+            "progress": progress,
+        }
+        data = prepared.as_tensor().to(self.device)
+        if self.spatial_dims == 2:
+            axis = 2 if planar else self.slice_axis
+            out = slicewise_inference(
+                self.network, data, scheduler, axis=axis, slice_batch_size=self.batch_size, **common
+            )
+        else:
+            out = sliding_window_ensemble_inference(
+                self.network, data, scheduler, roi_size=self.roi_size, sw_batch_size=self.batch_size, **common
+            )
+        result = self._to_input_grid(out, prepared, original)
+        if planar:
+            result = _squeeze_last(result)
+        return result
+
+    def _as_image(self, image: str | os.PathLike | np.ndarray | torch.Tensor) -> MetaTensor:
+        if isinstance(image, (str, os.PathLike)):
+            return load_image(image)
+        if isinstance(image, MetaTensor):
+            return image.float()
+        tensor = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image).float()
+        if tensor.ndim not in (3, 4):
+            raise ValueError(
+                f"image must be channel-first (C, H, W) or (C, X, Y, Z), got shape {tuple(tensor.shape)}."
+            )
+        return MetaTensor(tensor)
+
+    def _to_input_grid(
+        self, out: VolumeSegmentation, prepared: MetaTensor, original: MetaTensor
+    ) -> SegmentationResult:
+        """Invert the spatial preprocessing (orientation, spacing, padding) for every output map."""
+
+        def invert(t: torch.Tensor) -> torch.Tensor:
+            carrier = MetaTensor(t.detach().float().cpu(), affine=prepared.affine, meta=dict(prepared.meta))
+            carrier.applied_operations = copy.deepcopy(prepared.applied_operations)
+            back = self.transforms.inverse({"image": carrier})["image"]
+            return MetaTensor(back.as_tensor(), affine=original.affine, meta=dict(original.meta))
+
+        probability = invert(out.probability)
+        from medseg.inferers import MaskCodec
+
+        mask = MaskCodec(self.num_channels).to_mask(probability.unsqueeze(0))[0]
+        mask = MetaTensor(mask.as_tensor() if isinstance(mask, MetaTensor) else mask, affine=original.affine)
+        members = None
+        if out.members is not None:
+            members = torch.stack([invert(m) for m in out.members]).as_tensor()
+        return SegmentationResult(
+            image=original,
+            probability=probability,
+            mask=mask,
+            uncertainty={k: invert(v) for k, v in out.uncertainty.items()},
+            members=members,
+            class_names=self.class_names,
+            network_evaluations=out.network_evaluations,
+        )
+
+
+def _squeeze_last(result: SegmentationResult) -> SegmentationResult:
+    """Drop the singleton slice axis that a 2D image was given for slice-wise inference."""
+
+    def sq(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[..., 0]
+
+    return SegmentationResult(
+        image=result.image,
+        probability=sq(result.probability),
+        mask=sq(result.mask),
+        uncertainty={k: sq(v) for k, v in result.uncertainty.items()},
+        members=sq(result.members),
+        class_names=result.class_names,
+        network_evaluations=result.network_evaluations,
+    )
