@@ -62,7 +62,15 @@ _IMAGE_NAME = "mni152_t1.nii.gz"
 _LABEL_NAME = "mni152_tissue.nii.gz"
 _MASK_NAME = "mni152_brain_mask.nii.gz"
 _DATALIST_NAME = "datalist.json"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+
+
+def _split_names(split: str) -> dict[str, str]:
+    """File names of one split's slab: ``{"image": ..., "label": ...}``."""
+    return {
+        "image": _IMAGE_NAME.replace(".nii.gz", f"_{split}.nii.gz"),
+        "label": _LABEL_NAME.replace(".nii.gz", f"_{split}.nii.gz"),
+    }
 
 
 def _default_cache_dir() -> Path:
@@ -130,7 +138,8 @@ def mni_tissue_sample(cache_dir: str | os.PathLike | None = None) -> dict:
         cache_dir: folder for the files; default ``$MEDSEG_CACHE/mni152`` or ``~/.cache/medseg/mni152``.
 
     Returns:
-        dict with ``image``, ``label``, ``brain_mask``, ``datalist`` (absolute paths), ``slabs``
+        dict with ``image``, ``label``, ``brain_mask``, ``datalist`` (absolute paths), ``splits``
+        (split -> ``{"image", "label"}`` paths of that slab alone, as the datalist lists them), ``slabs``
         (split -> (z_start, z_stop), half-open) and ``classes`` (index -> name).
     """
     folder = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
@@ -144,13 +153,15 @@ def mni_tissue_sample(cache_dir: str | os.PathLike | None = None) -> dict:
             ("datalist", _DATALIST_NAME),
         )
     }
+    slab_files = [folder / n for split in MNI_SLABS for n in _split_names(split).values()]
     datalist_ok = False
     if paths["datalist"].is_file():
         try:
             datalist_ok = json.loads(paths["datalist"].read_text()).get("medseg_format") == _FORMAT_VERSION
         except (json.JSONDecodeError, OSError):
-            datalist_ok = False
-    if not (datalist_ok and all(p.is_file() for p in paths.values())):
+            slab_files = [folder / n for split in MNI_SLABS for n in _split_names(split).values()]
+    datalist_ok = False
+    if not (datalist_ok and all(p.is_file() for p in [*paths.values(), *slab_files])):
         logger.info("writing the MNI152 tissue sample to %s", folder)
         image, label, mask, affine = _build_volumes()
         _write_nifti(image, affine, paths["image"])
@@ -164,11 +175,22 @@ def mni_tissue_sample(cache_dir: str | os.PathLike | None = None) -> dict:
             "slabs": {k: list(v) for k, v in MNI_SLABS.items()},
         }
         for split, (start, stop) in MNI_SLABS.items():
-            datalist[split] = [{"image": _IMAGE_NAME, "label": _LABEL_NAME, "z_range": [start, stop]}]
+            # Each split is also its own pair of files (the slab, with the affine shifted to it), so that
+            # any datalist consumer trains or evaluates on exactly that slab and never sees the others.
+            slab_affine = affine.copy()
+            slab_affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, start]) + affine[:3, 3]
+            names = _split_names(split)
+            _write_nifti(np.ascontiguousarray(image[:, :, start:stop]), slab_affine, folder / names["image"])
+            _write_nifti(np.ascontiguousarray(label[:, :, start:stop]), slab_affine, folder / names["label"])
+            datalist[split] = [{**names, "z_range": [start, stop]}]
         text = json.dumps(datalist, indent=2)
         atomic_write(paths["datalist"], lambda tmp: Path(tmp).write_text(text), overwrite=True)
     return {
         **{k: str(p.resolve()) for k, p in paths.items()},
+        "splits": {
+            split: {k: str((folder / name).resolve()) for k, name in _split_names(split).items()}
+            for split in MNI_SLABS
+        },
         "slabs": dict(MNI_SLABS),
         "classes": dict(MNI_CLASSES),
     }

@@ -63,6 +63,22 @@ def test_slabs_are_disjoint_axial_and_hold_brain(sample):
     assert test_items[0]["z_range"] == list(MNI_SLABS["test"])
 
 
+@pytest.mark.parametrize("split", list(MNI_SLABS))
+def test_split_files_hold_exactly_their_slab_in_world_space(sample, split):
+    start, stop = MNI_SLABS[split]
+    (item,) = load_datalist(sample["datalist"], key=split)
+    assert item["image"] == sample["splits"][split]["image"]
+    slab = load_image(item["image"], ndim=3)
+    slab_label = load_image(item["label"], ndim=3, dtype="int64")
+    full = load_image(sample["image"], ndim=3)
+    check_pair(slab, slab_label)
+    torch.testing.assert_close(slab, full[..., start:stop], rtol=0, atol=0, check_meta=False)
+    # voxel (0, 0, 0) of the slab is voxel (0, 0, start) of the full volume, in world coordinates
+    torch.testing.assert_close(
+        slab.affine[:, 3], full.affine @ torch.tensor([0.0, 0.0, start, 1.0], dtype=torch.float64)
+    )
+
+
 def test_slices_full_resolution_match_volume(sample, mni_cache):
     images, labels = mni_tissue_slices("validation", cache_dir=mni_cache)
     start, stop = MNI_SLABS["validation"]
