@@ -16,12 +16,18 @@ Reference settings:
 from __future__ import annotations
 
 import inspect
+import logging
 
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedules, Scheduler
 from monai.utils import StrEnum
 
 __all__ = ["PredictionType", "Sampler", "SpacedDDIMScheduler", "make_scheduler"]
+
+logger = logging.getLogger(__name__)
+
+# abar_T above this leaves visible signal in x_T, so sampling from pure noise starts off the training distribution
+_MAX_FINAL_ALPHA_BAR = 0.05
 
 
 class Sampler(StrEnum):
@@ -143,6 +149,10 @@ def make_scheduler(
 
     Raises:
         ValueError: for an unknown sampler, schedule or prediction type.
+
+    A warning is logged when the schedule ends with ``alpha_bar_T > 0.05``: MONAI's linear betas are not
+    rescaled with T, so ``num_train_timesteps=100`` with betas 1e-4..0.02 ends at ``alpha_bar_T = 0.37`` and
+    x_T is far from N(0, I). Use betas ``1000 / T`` times larger (SegDiff: 1e-3..0.2 for T = 100).
     """
     if sampler not in Sampler.__members__.values():
         raise ValueError(f"sampler must be one of {[s.value for s in Sampler]}, got {sampler!r}.")
@@ -156,8 +166,9 @@ def make_scheduler(
     schedule_args = {
         k: v for k, v in {"beta_start": beta_start, "beta_end": beta_end}.items() if k in accepted
     }
+    scheduler: Scheduler
     if sampler == Sampler.DDPM:
-        return DDPMScheduler(
+        scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,
             schedule=schedule,
             variance_type=variance_type,
@@ -165,10 +176,24 @@ def make_scheduler(
             prediction_type=prediction_type,
             **schedule_args,
         )
-    return SpacedDDIMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        schedule=schedule,
-        clip_sample=clip_sample,
-        prediction_type=prediction_type,
-        **schedule_args,
-    )
+    else:
+        scheduler = SpacedDDIMScheduler(
+            num_train_timesteps=num_train_timesteps,
+            schedule=schedule,
+            clip_sample=clip_sample,
+            prediction_type=prediction_type,
+            **schedule_args,
+        )
+    final = float(scheduler.alphas_cumprod[-1])
+    if final > _MAX_FINAL_ALPHA_BAR:
+        logger.warning(
+            "the noise schedule ends at alpha_bar_T = %.3g: x_T keeps %.0f%% of the signal, so sampling from pure "
+            "noise starts where the model was never trained. For T = %d scale the betas by 1000 / T "
+            "(e.g. beta_start=%.3g, beta_end=%.3g).",
+            final,
+            100 * final**0.5,
+            num_train_timesteps,
+            1e-4 * 1000 / num_train_timesteps,
+            0.02 * 1000 / num_train_timesteps,
+        )
+    return scheduler

@@ -43,7 +43,9 @@ def test_sample_and_v_targets_match_formulas_for_the_same_draw() -> None:
     scheduler, (x_t_v, target_v, _, kw_v) = _prepare("v_prediction")
     x0 = _batch()["label"] * 2 - 1
     # same seed -> same noise and timesteps, so the inputs agree and only the targets differ
-    assert torch.equal(kw_eps["timesteps"], kw_v["timesteps"]) and torch.equal(kw_eps["timesteps"], kw_x0["timesteps"])
+    assert torch.equal(kw_eps["timesteps"], kw_v["timesteps"]) and torch.equal(
+        kw_eps["timesteps"], kw_x0["timesteps"]
+    )
     torch.testing.assert_close(x_t_eps, x_t_v)
     torch.testing.assert_close(x_t_eps, x_t_x0)
     torch.testing.assert_close(target_x0, x0)

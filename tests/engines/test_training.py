@@ -36,7 +36,12 @@ def _data(n: int = 8, seed: int = 0) -> list[dict[str, torch.Tensor]]:
 
 
 def _trainer(
-    objective: str, network: nn.Module, max_epochs: int = 1, lr: float = 1e-2, loss: nn.Module | None = None, **kw
+    objective: str,
+    network: nn.Module,
+    max_epochs: int = 1,
+    lr: float = 1e-2,
+    loss: nn.Module | None = None,
+    **kw,
 ) -> SupervisedTrainer:
     scheduler = make_scheduler("ddpm", num_train_timesteps=100, prediction_type=objective)
     loader = torch.utils.data.DataLoader(_data(), batch_size=4, shuffle=False)
@@ -56,7 +61,9 @@ def _trainer(
 
 def _record_losses(trainer: SupervisedTrainer) -> list[float]:
     losses: list[float] = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item())
+    )
     return losses
 
 
@@ -99,7 +106,9 @@ def test_gradient_clipping_bounds_the_norm_before_the_step() -> None:
 
     def after_clip(engine: SupervisedTrainer) -> None:
         grads = [p.grad for p in engine.network.parameters() if p.grad is not None]
-        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        norms.append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        )
 
     trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, after_clip)
     trainer.run()
@@ -115,7 +124,10 @@ def test_ema_weights_track_and_round_trip_through_a_checkpoint(tmp_path) -> None
     ema = EMAHandler(net, momentum=0.5)
     ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
     saver = CheckpointSaver(
-        save_dir=str(tmp_path), save_dict={"network": net, "ema": ema.ema_model}, save_final=True, final_filename="ck.pt"
+        save_dir=str(tmp_path),
+        save_dict={"network": net, "ema": ema.ema_model},
+        save_final=True,
+        final_filename="ck.pt",
     )
     saver.attach(trainer)
     initial = [p.detach().clone() for p in TinyDenoiser().parameters()]
@@ -140,7 +152,9 @@ def test_distributed_data_parallel_single_process(tmp_path) -> None:
         trainer.run()
         assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
         # sampling goes through the wrapper too
-        inferer = ConditionalDiffusionInferer(make_scheduler("ddim", num_train_timesteps=100), num_inference_steps=2)
+        inferer = ConditionalDiffusionInferer(
+            make_scheduler("ddim", num_train_timesteps=100), num_inference_steps=2
+        )
         result = inferer.sample(ddp.eval(), torch.rand(1, 1, 8, 8), seed=0)
         assert result.members.shape == (1, 1, 1, 8, 8)
     finally:

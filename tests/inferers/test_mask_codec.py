@@ -49,7 +49,7 @@ def test_decode_members_along_channel_dim_two() -> None:
 
 
 def test_bad_labels_raise() -> None:
-    with pytest.raises(ValueError, match="0..2"):
+    with pytest.raises(ValueError, match=r"0\.\.2"):
         MaskCodec(3).encode(torch.full((1, 1, 2, 2), 3.0))
     with pytest.raises(ValueError, match="channels"):
         MaskCodec(3).encode(torch.zeros(1, 2, 2, 2))

@@ -304,3 +304,28 @@ def test_multiclass_members_are_distributions() -> None:
     result = sample_ensemble(net, torch.rand(1, 1, 5, 5), scheduler, num_channels=3, num_members=2, seed=0)
     assert result.members.shape == (1, 2, 3, 5, 5)
     torch.testing.assert_close(result.members.sum(dim=2), torch.ones(1, 2, 5, 5))
+
+
+def test_schedule_that_never_reaches_noise_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="medseg.inferers.schedulers"):
+        make_scheduler("ddpm", num_train_timesteps=100)
+    assert "alpha_bar_T" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="medseg.inferers.schedulers"):
+        make_scheduler("ddim", num_train_timesteps=100, beta_start=1e-3, beta_end=0.2)
+        make_scheduler("ddim", num_train_timesteps=1000)
+    assert caplog.text == ""
+
+
+def test_ensemble_segmentation_inferer_returns_mean_probability_for_evaluators() -> None:
+    from medseg.inferers import EnsembleSegmentationInferer
+
+    scheduler = make_scheduler("ddim", num_train_timesteps=10, prediction_type="sample")
+    inferer = EnsembleSegmentationInferer(scheduler, num_members=3, num_inference_steps=2, seed=0)
+
+    class Half(nn.Module):
+        def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+            return image * 2 - 1  # x0 = image in [-1, 1] -> probability = image
+
+    image = torch.rand(2, 1, 4, 4)
+    torch.testing.assert_close(inferer(image, Half()), image)
