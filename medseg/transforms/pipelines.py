@@ -22,13 +22,16 @@ from monai.transforms import (
 
 __all__ = ["inference_transforms", "training_transforms"]
 
+# Axis codes in nibabel's convention (the affine is RAS); explicit, so no image metadata changes their meaning.
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
 
 def _spatial(
     keys: Sequence[str], modes: Sequence[str], axcodes: str | None, spacing: Sequence[float] | None
 ) -> list:
     steps: list = []
     if axcodes:
-        steps.append(Orientationd(keys=keys, axcodes=axcodes))
+        steps.append(Orientationd(keys=keys, axcodes=axcodes, labels=_RAS_LABELS))
     if spacing is not None:
         steps.append(Spacingd(keys=keys, pixdim=tuple(spacing), mode=tuple(modes)))
     return steps

@@ -129,7 +129,8 @@ def write_result(
             else result.probability,
             torch.as_tensor(label).long(),
             spacing=spacing,
-            class_names=result.class_names,
+            # binary maps report the foreground class only; multi-class reports take all names
+            class_names=result.class_names[1:] if result.probability.shape[0] == 1 else result.class_names,
         )
         text = json.dumps(metrics, indent=2)
         outputs["metrics"] = atomic_write(

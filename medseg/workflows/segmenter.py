@@ -278,10 +278,10 @@ class Segmenter:
         """Invert the spatial preprocessing (orientation, spacing, padding) for every output map."""
 
         def invert(t: torch.Tensor) -> torch.Tensor:
-            carrier = MetaTensor(t.detach().float().cpu(), affine=prepared.affine, meta=dict(prepared.meta))
+            carrier = MetaTensor(t.detach().float().cpu(), meta=dict(prepared.meta))
             carrier.applied_operations = copy.deepcopy(prepared.applied_operations)
             back = self.transforms.inverse({"image": carrier})["image"]
-            return MetaTensor(back.as_tensor(), affine=original.affine, meta=dict(original.meta))
+            return MetaTensor(back.as_tensor(), meta=dict(original.meta))
 
         probability = invert(out.probability)
         from medseg.inferers import MaskCodec
