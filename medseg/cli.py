@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -35,8 +36,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment a NIfTI file, a DICOM series folder, a folder or a datalist")
-    seg.add_argument("input", help="NIfTI/NumPy/DICOM file, DICOM series folder, folder of images, or datalist JSON")
+    seg = sub.add_parser(
+        "segment", help="segment a NIfTI file, a DICOM series folder, a folder or a datalist"
+    )
+    seg.add_argument(
+        "input", help="NIfTI/NumPy/DICOM file, DICOM series folder, folder of images, or datalist JSON"
+    )
     seg.add_argument("output_dir", help="one sub-folder per case is written here, plus summary.json")
     seg.add_argument("--bundle", default="medsegdiff", help="bundle name or folder (default: medsegdiff)")
     seg.add_argument("--ensemble", type=int, help="ensemble members per image")
@@ -58,7 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--device")
         if name == "train":
             cmd.add_argument("--max-epochs", type=int)
-        cmd.add_argument("overrides", nargs="*", type=_parse_override, help="more config overrides, key=value")
+        cmd.add_argument(
+            "overrides", nargs="*", type=_parse_override, help="more config overrides, key=value"
+        )
 
     sub.add_parser("bundles", help="list the available bundles")
     return parser
@@ -68,6 +75,9 @@ def _segment(args: argparse.Namespace) -> int:
     from medseg.data import MedsegDataError
     from medseg.workflows import Segmenter, segment_files
 
+    if not Path(args.input).exists():
+        print(f"medseg: {args.input}: no such file or folder", file=sys.stderr)
+        return EXIT_BAD_INPUT
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device

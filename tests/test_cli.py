@@ -1,0 +1,104 @@
+"""The ``medseg`` command: segmenting a DICOM series folder and a batch, with exit codes a pipeline relies on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from medseg.cli import main
+from medseg.data import load_image, save_image
+from medseg.networks import MedSegDiffUNet
+
+OBLIQUE = Path(__file__).parent / "data" / "dicom_mr_oblique"
+NETWORK = {
+    "_target_": "medseg.networks.MedSegDiffUNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": [8, 16],
+    "num_res_blocks": 1,
+    "norm_num_groups": 4,
+    "num_head_channels": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle with a tiny untrained network: the CLI's plumbing, not the model's quality, is under test."""
+    root = tmp_path_factory.mktemp("tiny_bundle")
+    (root / "configs").mkdir()
+    (root / "models").mkdir()
+    kwargs = {k: v for k, v in NETWORK.items() if k != "_target_"}
+    torch.manual_seed(0)
+    torch.save(MedSegDiffUNet(**kwargs).state_dict(), root / "models" / "model.pt")
+    (root / "configs" / "metadata.json").write_text(json.dumps({"version": "0.0.1", "task": "test"}))
+    config = {
+        "imports": ["$import medseg"],
+        "bundle_root": ".",
+        "device": "cpu",
+        "ckpt_path": "$@bundle_root + '/models/model.pt'",
+        "network_def": NETWORK,
+        "segmenter": {
+            "_target_": "medseg.workflows.Segmenter",
+            "network": "@network_def",
+            "checkpoint": "@ckpt_path",
+            "spacing": [8.0, 8.0, 8.0],
+            "divisible_by": 4,
+            "num_ensemble": 2,
+            "num_inference_steps": 2,
+            "device": "@device",
+        },
+    }
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    return root
+
+
+def test_dicom_series_folder_segments_with_exit_zero(bundle: Path, tmp_path: Path, capsys) -> None:
+    code = main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", str(bundle), "--quiet"])
+    assert code == 0
+    assert "ok dicom_mr_oblique" in capsys.readouterr().out
+    mask = load_image(tmp_path / "out" / "dicom_mr_oblique" / "mask.nii.gz")
+    dicom = load_image(OBLIQUE)
+    assert mask.shape == dicom.shape
+    np.testing.assert_allclose(mask.affine.numpy(), dicom.affine.numpy(), atol=1e-4)
+    # the same command again refuses to overwrite (exit 1: the case failed), and --overwrite succeeds
+    assert main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", str(bundle), "--quiet"]) == 1
+    assert "exist" in capsys.readouterr().err
+    args = ["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", str(bundle), "--quiet", "--overwrite"]
+    assert main([*args, "--ensemble", "1", "--steps", "1"]) == 0
+
+
+def test_batch_with_a_bad_case_exits_one_after_processing_the_rest(
+    bundle: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save_image(
+        np.random.default_rng(0).random((1, 16, 16, 2)),
+        folder / "good.nii.gz",
+        reference=MetaTensor(torch.zeros(1, 16, 16, 2)),
+    )
+    (folder / "bad.nii.gz").write_bytes(b"truncated")
+    code = main(["segment", str(folder), str(tmp_path / "out"), "--bundle", str(bundle), "--quiet"])
+    assert code == 1
+    streams = capsys.readouterr()
+    assert "ok good" in streams.out
+    (line,) = [ln for ln in streams.err.splitlines() if ln.startswith("failed")]
+    assert "bad" in line
+    assert (tmp_path / "out" / "good" / "mask.nii.gz").is_file()
+
+
+def test_unusable_input_exits_two_with_one_line(bundle: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        main(["segment", str(tmp_path / "missing.nii.gz"), str(tmp_path / "out"), "--bundle", str(bundle)])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.nii.gz" in err
+    assert main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", "no-such-bundle"]) == 2
+    assert "no bundle" in capsys.readouterr().err
