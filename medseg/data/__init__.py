@@ -3,7 +3,8 @@
 Public API: :func:`load_image`, :func:`save_image`, :func:`load_datalist`, :func:`list_dicom_series`,
 the checks :func:`check_finite`, :func:`check_label`, :func:`check_pair`, the error type
 :class:`MedsegDataError`, and the MNI152 tissue sample (:func:`mni_tissue_sample`,
-:func:`mni_tissue_slices`, :func:`kmeans_tissue_baseline`). See ``docs/data.md``.
+:func:`mni_tissue_slices`, :func:`kmeans_tissue_baseline`), and :class:`SliceDataset` (2D training slices
+of preprocessed volumes). See ``docs/data.md``.
 """
 
 from medseg.data.checks import check_finite, check_label, check_pair
@@ -19,6 +20,7 @@ from medseg.data.samples import (
     mni_tissue_slices,
     normalize_percentile,
 )
+from medseg.data.slice_dataset import SliceDataset
 from medseg.data.writers import atomic_write, save_image
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "DicomSeriesInfo",
     "ImageFormat",
     "MedsegDataError",
+    "SliceDataset",
     "Split",
     "atomic_write",
     "check_finite",

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from medseg.engines.checkpoints import ResumableCheckpoint, latest_checkpoint
 from medseg.engines.handlers import GradientClipHandler
 from medseg.engines.prepare_batch import ConditionalDiffusionPrepareBatch
+from medseg.engines.single_input import SamplingSegmentationModel
 
-__all__ = ["ConditionalDiffusionPrepareBatch", "GradientClipHandler"]
+__all__ = [
+    "ConditionalDiffusionPrepareBatch",
+    "GradientClipHandler",
+    "ResumableCheckpoint",
+    "SamplingSegmentationModel",
+    "latest_checkpoint",
+]
