@@ -16,6 +16,7 @@ import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import Scheduler
 
+from medseg.inferers.noise_level import NoiseConditioning, NoiseLevelAdapter, check_noise_conditioning
 from medseg.inferers.sampling import EnsembleSample, KnownRegionMode, sample_ensemble
 
 __all__ = ["ConditionalDiffusionInferer", "EnsembleSegmentationInferer"]
@@ -33,6 +34,11 @@ class ConditionalDiffusionInferer(Inferer):
         eta: default DDIM eta.
         max_batch: default most items per network call (None = all B*M at once).
         progress: default for the tqdm bar.
+        noise_conditioning: a :class:`~medseg.inferers.noise_level.NoiseConditioning` name. ``"timestep"``
+            (default): the network gets integer timesteps. ``"noise_level"``: the network gets the continuous
+            noise level ``sqrt(alpha_bar)`` (Palette); training passes it through unchanged and :meth:`sample`
+            maps each timestep of ``scheduler`` to its ``sqrt(alpha_bar_t)``, so ``scheduler`` may be another
+            schedule than the training one.
 
     Example:
         >>> inferer = ConditionalDiffusionInferer(make_scheduler("ddim"), num_members=5, num_inference_steps=50)
@@ -49,8 +55,10 @@ class ConditionalDiffusionInferer(Inferer):
         eta: float = 0.0,
         max_batch: int | None = None,
         progress: bool = False,
+        noise_conditioning: str = NoiseConditioning.TIMESTEP,
     ) -> None:
         super().__init__()
+        self.noise_conditioning = check_noise_conditioning(noise_conditioning)
         self.scheduler = scheduler
         self.num_channels = int(num_channels)
         self.num_members = int(num_members)
@@ -72,7 +80,7 @@ class ConditionalDiffusionInferer(Inferer):
         Args:
             inputs: ``(B, C, *sp)`` noisy masks x_t.
             network: the denoiser (may be wrapped in DistributedDataParallel; it is called through ``forward``).
-            timesteps: ``(B,)`` integer timesteps.
+            timesteps: ``(B,)`` integer timesteps (or float noise levels with ``noise_conditioning="noise_level"``).
             image: ``(B, C_img, *sp)`` conditioning images.
             condition: precomputed image encoding, passed as ``condition=`` instead of the image.
 
@@ -106,6 +114,8 @@ class ConditionalDiffusionInferer(Inferer):
             :class:`EnsembleSample`: ``members`` ``(B, M, C, *sp)`` probabilities, ``x0`` raw samples and
             evaluation counts.
         """
+        if self.noise_conditioning == NoiseConditioning.NOISE_LEVEL:
+            network = NoiseLevelAdapter(network, self.scheduler)  # type: ignore[arg-type]
         return sample_ensemble(
             network,
             image,

@@ -1,0 +1,79 @@
+"""Palette image-to-image diffusion (Saharia et al., SIGGRAPH 2022) on medseg's diffusion engine.
+
+Tasks (:mod:`medseg.translation.tasks`): inpainting, uncropping, JPEG restoration, colorization, generated on
+the fly from clean images. The denoiser :class:`PaletteUNet` sees ``concat(x, y_t)`` and the continuous noise
+level; training is ``monai.engines.SupervisedTrainer`` with :class:`medseg.engines.ConditionalDiffusionPrepareBatch`
+(``encode_label=False, noise_conditioning="noise_level", mask_key="mask"``) and :class:`DiffusionLoss`;
+sampling is :func:`translate` on the shared ensemble sampler. See ``docs/bundles/palette.md``.
+"""
+
+from __future__ import annotations
+
+from medseg.translation.data import NATURAL_SPLITS, palette_images, palette_transforms
+from medseg.translation.evaluation import (
+    OutputFormat,
+    TranslationResult,
+    baseline_predictions,
+    load_weights,
+    palette_evaluate,
+    palette_inference,
+    run_translation,
+    save_translation_outputs,
+    translation_figure,
+    translation_metrics,
+)
+from medseg.translation.losses import DiffusionLoss, LossNorm
+from medseg.translation.networks import PaletteUNet
+from medseg.translation.sampling import (
+    ImageTranslationInferer,
+    TranslationEvalPrepareBatch,
+    fill_region_with_noise,
+    translate,
+)
+from medseg.translation.tasks import (
+    MaskType,
+    PaletteDegradationd,
+    PaletteTask,
+    UncropSide,
+    box_mask,
+    free_form_mask,
+    jpeg_compress,
+    luminance,
+    sample_jpeg_quality,
+    task_spec,
+    uncrop_mask,
+)
+
+__all__ = [
+    "NATURAL_SPLITS",
+    "DiffusionLoss",
+    "ImageTranslationInferer",
+    "LossNorm",
+    "MaskType",
+    "OutputFormat",
+    "PaletteDegradationd",
+    "PaletteTask",
+    "PaletteUNet",
+    "TranslationEvalPrepareBatch",
+    "TranslationResult",
+    "UncropSide",
+    "baseline_predictions",
+    "box_mask",
+    "fill_region_with_noise",
+    "free_form_mask",
+    "jpeg_compress",
+    "load_weights",
+    "luminance",
+    "palette_evaluate",
+    "palette_images",
+    "palette_inference",
+    "palette_transforms",
+    "run_translation",
+    "sample_jpeg_quality",
+    "save_translation_outputs",
+    "task_spec",
+    "translate",
+    "translation_figure",
+    "translation_metrics",
+    "uncrop_mask",
+]
