@@ -159,8 +159,7 @@ def mni_tissue_sample(cache_dir: str | os.PathLike | None = None) -> dict:
         try:
             datalist_ok = json.loads(paths["datalist"].read_text()).get("medseg_format") == _FORMAT_VERSION
         except (json.JSONDecodeError, OSError):
-            slab_files = [folder / n for split in MNI_SLABS for n in _split_names(split).values()]
-    datalist_ok = False
+            datalist_ok = False
     if not (datalist_ok and all(p.is_file() for p in [*paths.values(), *slab_files])):
         logger.info("writing the MNI152 tissue sample to %s", folder)
         image, label, mask, affine = _build_volumes()
