@@ -113,6 +113,14 @@ def test_cache_env_and_concurrent_writes(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "mni152").iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
+def test_cache_is_written_once(sample, mni_cache):
+    files = sorted(p for p in mni_cache.rglob("*.nii.gz"))
+    before = {p: p.stat().st_mtime_ns for p in files}
+    assert len(files) == 3 + 2 * len(MNI_SLABS)
+    mni_tissue_sample(mni_cache)
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
+
 def test_kmeans_baseline(sample):
     image = np.asarray(nib.load(sample["image"]).dataobj, dtype=np.float32)
     mask = np.asarray(nib.load(sample["brain_mask"]).dataobj) > 0
