@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from medseg.engines.checkpoints import ResumableCheckpoint, latest_checkpoint
+from medseg.engines.evaluation import class_summary
 from medseg.engines.handlers import GradientClipHandler
 from medseg.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from medseg.engines.single_input import SamplingSegmentationModel
@@ -12,5 +13,6 @@ __all__ = [
     "GradientClipHandler",
     "ResumableCheckpoint",
     "SamplingSegmentationModel",
+    "class_summary",
     "latest_checkpoint",
 ]

@@ -1,0 +1,65 @@
+"""multi_gpu_train.json: DistributedDataParallel under torchrun, two CPU processes with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.bundles.conftest import BUNDLES, REPO, tiny_train_overrides
+
+
+def _cli(overrides: dict) -> list[str]:
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    return args
+
+
+@pytest.mark.parametrize("bundle", ["medsegdiff"])
+def test_torchrun_two_processes_gloo(bundle: str, tiny_datalist: str, tmp_path: Path) -> None:
+    configs = BUNDLES / bundle / "configs"
+    overrides = tiny_train_overrides(bundle, tiny_datalist, str(tmp_path))
+    overrides.pop("device")  # multi_gpu_train.json picks the device per rank
+    overrides["batch_size"] = 1
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
+            "--logging_file",
+            str(configs / "logging.conf"),
+            *_cli(overrides),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    # 3 training slices split over 2 ranks (DistributedSampler pads to 2 each): 2 iterations of batch 1
+    final = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == 2
+    # saved from the DDP wrapper without its "module." prefix, so a plain network loads it
+    assert not any(k.startswith("module.") for k in final["network"])
+    model = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(model) == set(final["network"])
+    # only rank 0 logs the loss and writes TensorBoard events
+    assert result.stdout.count("Epoch: 1/1, Iter: 1/2") + result.stderr.count("Epoch: 1/1, Iter: 1/2") == 1
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # file names end in <host>.<pid>.<n>: the training and validation writers, both of one process
+    assert events and len({e.name.split(".")[-2] for e in events}) == 1

@@ -1,0 +1,116 @@
+"""Each bundle's train.json runs end to end on tiny data, saves what it promises and resumes after an interruption."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+from tests.bundles.conftest import BUNDLE_NAMES, BUNDLES, tiny_train_overrides
+
+
+def _workflow(bundle: str, datalist: str, output_dir: Path, **extra) -> ConfigWorkflow:
+    overrides = {**tiny_train_overrides(bundle, datalist, str(output_dir)), **extra}
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLES / bundle / "configs" / "train.json"),
+        meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **overrides,
+    )
+    workflow.initialize()
+    return workflow
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_train_one_epoch_validates_and_saves(bundle: str, tiny_datalist: str, tmp_path: Path) -> None:
+    workflow = _workflow(bundle, tiny_datalist, tmp_path)
+    assert not workflow.check_properties(), "train.json misses MONAI's required train properties"
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    network = workflow.parser.get_parsed_content("network")
+    before = _state(network)
+    workflow.run()
+    workflow.finalize()
+    # 7 of the 8 synthetic slices are non-empty; at 2 mm that is 4 slices -> one batch of 4
+    epoch_length = math.ceil(len(workflow.parser.get_parsed_content("train#dataset")) / 4)
+    assert trainer.state.epoch == 1 and trainer.state.iteration == epoch_length
+    assert any(not torch.equal(before[k], v) for k, v in network.state_dict().items())
+    # validation ran with the ensemble inferer and produced a Dice in [0, 1]
+    dice = evaluator.state.metrics["val_mean_dice"]
+    assert 0.0 <= dice <= 1.0
+    # the training checkpoint holds every resumable object; model.pt is the EMA weights as a plain state dict
+    final = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
+    assert set(final) == {"network", "optimizer", "ema", "trainer"}
+    model = torch.load(tmp_path / "model.pt", weights_only=True)
+    ema = workflow.parser.get_parsed_content("ema_model")
+    assert set(model) == set(network.state_dict())
+    assert all(torch.equal(model[k], v) for k, v in ema.state_dict().items())
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("bundle", ["medsegdiff"])
+def test_resume_after_interruption_continues_with_the_same_state(
+    bundle: str, tiny_datalist: str, tmp_path: Path
+) -> None:
+    # batch 1: 3 iterations per epoch (3 non-empty slices at 2 mm); interrupt in the middle of epoch 2
+    first = _workflow(bundle, tiny_datalist, tmp_path, batch_size=1, max_epochs=3, val_interval=10)
+    trainer = first.parser.get_parsed_content("train#trainer")
+
+    def interrupt(engine) -> None:
+        raise KeyboardInterrupt
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=5), interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    epoch_ckpt = torch.load(tmp_path / "checkpoint_checkpoint_epoch=1.pt", weights_only=True)
+    interrupted = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
+    assert epoch_ckpt["trainer"]["iteration"] == 3
+    assert interrupted["trainer"]["iteration"] == 5  # ignite keeps the iteration; the epoch follows from it
+    saved = {
+        "network": _state(first.parser.get_parsed_content("network")),
+        "ema": _state(first.parser.get_parsed_content("ema_model")),
+        "optimizer": first.parser.get_parsed_content("optimizer").state_dict(),
+    }
+
+    second = _workflow(bundle, tiny_datalist, tmp_path, batch_size=1, max_epochs=3, val_interval=10)
+    trainer = second.parser.get_parsed_content("train#trainer")
+    seen: dict = {}
+    iterations: list[int] = []
+
+    def snapshot(engine) -> None:  # runs after the CheckpointLoader (attached earlier, same event)
+        seen["epoch"], seen["iteration"] = engine.state.epoch, engine.state.iteration
+        seen["network"] = _state(second.parser.get_parsed_content("network"))
+        seen["ema"] = _state(second.parser.get_parsed_content("ema_model"))
+        seen["optimizer"] = second.parser.get_parsed_content("optimizer").state_dict()
+
+    trainer.add_event_handler(Events.STARTED, snapshot)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.iteration))
+    second.run()
+    assert (seen["epoch"], seen["iteration"]) == (1, 5)  # 1 epoch completed, 2 iterations into epoch 2
+    for key in ("network", "ema"):
+        assert all(torch.equal(seen[key][k], v) for k, v in saved[key].items()), key
+    for pid, state in saved["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(seen["optimizer"]["state"][pid][name]), torch.as_tensor(value))
+    # the resumed run finishes epoch 2 and runs epoch 3: iterations 6..9, not a restart from 1
+    assert iterations == list(range(6, 10))
+    assert trainer.state.epoch == 3
+
+
+def test_no_resume_when_disabled(tiny_datalist: str, tmp_path: Path) -> None:
+    _workflow("medsegdiff", tiny_datalist, tmp_path).run()
+    again = _workflow("medsegdiff", tiny_datalist, tmp_path, resume=False)
+    trainer = again.parser.get_parsed_content("train#trainer")
+    starts: list[int] = []
+    trainer.add_event_handler(Events.STARTED, lambda e: starts.append(e.state.iteration))
+    again.run()
+    assert starts == [0] and trainer.state.epoch == 1
