@@ -169,7 +169,7 @@ def train(name: str, net: torch.nn.Module, images: torch.Tensor, labels: torch.T
                 pe.lerp_(p, 1.0 - args.ema_decay)
             for be, b in zip(ema.buffers(), net.buffers()):
                 be.copy_(b)
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     seconds = time.perf_counter() - began
     record = {
         "iterations": args.iterations,
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     }
                     sweep = {}
                     for k in args.steps:
-                        mem, sec, ev = (members[:, :main_members], seconds * main_members / top, evals) if k == main_steps else \
+                        mem, sec, _ = (members[:, :main_members], seconds * main_members / top, evals) if k == main_steps else \
                             sample_medseg(ema, test_images, "ddim", k, main_members, args.timesteps, args.seed)
                         sweep[str(k)] = {**evaluate(mem.mean(1), test_labels, spacing), "seconds": sec}
                         logging.info("%s DDIM %d steps: Dice %.3f ECE %.4f", name, k, sweep[str(k)]["dice"],

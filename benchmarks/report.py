@@ -1,0 +1,296 @@
+"""Render docs/benchmarks.md and its PNG figures from the JSON files in benchmarks/results/.
+
+Usage: ``python -m benchmarks.report`` (defaults: ``--results benchmarks/results --out docs/benchmarks.md
+--figures benchmarks/figures``). Every number in the page comes from a JSON file written by a benchmark
+script; a missing file renders as "not run".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure
+
+__all__ = ["load_results", "main", "render"]
+
+LABELS = {
+    "kmeans": "k-means intensity (3 clusters, brain mask)",
+    "unet": "MONAI BasicUNet, supervised (Dice+CE)",
+    "medsegdiff": "medseg MedSegDiff",
+    "segdiff": "medseg SegDiff",
+    "medsegdiff_no_ff": "MedSegDiff without FF-Parser",
+    "medsegdiff_no_dyn_no_ff": "MedSegDiff without dynamic encoding (and so without FF-Parser)",
+    "lucidrains": "med-seg-diff-pytorch 0.3.3 (lucidrains)",
+}
+CLASSES = ("grey matter", "white matter")
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict) and key != "machine":
+            _merge(into[key], value)
+        elif key == "machine":
+            into.setdefault("machines", []).append(value)
+        else:
+            into.setdefault(key, value)
+
+
+def load_results(folder: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Benchmark name -> results; several ``quality*.json`` files (models run in parallel) are merged."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        data = json.loads(path.read_text())
+        name = data.get("benchmark", path.stem)
+        if name in out:
+            _merge(out[name], data)
+        else:
+            out[name] = data
+            if "machine" in data:
+                out[name]["machines"] = [data["machine"]]
+        out[name].setdefault("files", []).append(path.name)
+    return out
+
+
+def _machine_line(data: dict[str, Any]) -> str:
+    machines = data.get("machines") or [data.get("machine", {})]
+    m = machines[0]
+    loads = [f"{x['loadavg'][0]:.1f}" for x in machines if "loadavg" in x]
+    loads += [f"{x['loadavg_end'][0]:.1f}" for x in machines if "loadavg_end" in x]
+    jobs = max(len(x.get("background_jobs", [])) for x in machines)
+    return (f"Machine: {m.get('nproc')} x {m.get('cpu_model')}, torch {m.get('torch')}, {m.get('torch_threads')} "
+            f"torch thread(s) per process; 1-min load average {', '.join(loads)} (start/end), {jobs} other "
+            f"training job(s) running. Files: {', '.join(data.get('files', []))}.")
+
+
+def _save(fig: Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def _sweep_figure(sweeps: dict[str, dict[str, Any]], xlabel: str, path: Path, log_x: bool) -> None:
+    fig = Figure(figsize=(9, 3.4))
+    ax_d, ax_e = fig.subplots(1, 2)
+    for model, sweep in sweeps.items():
+        xs = sorted(int(k) for k in sweep)
+        for cls, style in zip(CLASSES, ("-o", "--s")):
+            ax_d.plot(xs, [sweep[str(x)]["classes"][cls]["dice"] for x in xs], style, label=f"{model} {cls}")
+            ax_e.plot(xs, [sweep[str(x)]["classes"][cls]["ece"] for x in xs], style, label=f"{model} {cls}")
+    for ax, name in ((ax_d, "Dice@0.5"), (ax_e, "ECE (15 bins)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name)
+        if log_x:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    ax_d.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _reliability_figure(bins: dict[str, dict[str, list]], path: Path) -> None:
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
+    for model, data in bins.items():
+        pts = [(c, f) for c, f, n in zip(data["confidence"], data["frequency"], data["count"]) if n > 0]
+        if pts:
+            ax.plot(*zip(*pts), "-o", ms=3, label=model)
+    ax.set_xlabel("predicted probability (GM and WM channels pooled)")
+    ax.set_ylabel("observed frequency")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
+    s, task = q.get("settings", {}), q.get("task", {})
+    lines = [
+        "## Quality and calibration (MNI152 tissue, 2D axial slices)",
+        "",
+        _machine_line(q),
+        "",
+        f"Task: training slab z in [20, 85) ({task.get('train_slices')} slices), test slab z in [105, 150), every "
+        f"{s.get('test_step')}th slice ({task.get('test_slices')} slices, z = {task.get('test_z')}), "
+        f"downsampled {s.get('downsample')}x in-plane ({task.get('pixel_mm')} mm pixels) and cropped/padded to "
+        f"{task.get('size')}. Training budget, the same for every trained model: {s.get('iterations')} AdamW "
+        f"iterations at batch {s.get('batch')}, lr {s.get('lr')}, random left/right flips, EMA {s.get('ema_decay')} "
+        f"(the EMA weights are evaluated). Diffusion models: x0 prediction, T = {s.get('timesteps')}, linear betas "
+        "1e-4..0.02; ensembles fused by the mean. Metrics per class, averaged over test slices: Dice@0.5 (argmax), "
+        "HD95 in mm (MONAI), ECE (15 bins, per class), Brier (per class).",
+        "",
+        "Reproduce: `python -m benchmarks.quality --out benchmarks/results/quality.json` (the run below was split in "
+        "two processes with `--models ...` and `--out benchmarks/results/quality_a.json` / `quality_b.json`; "
+        "settings in the JSON).",
+        "",
+        "| model | params | train s (s/it) | sampling | evals | GM Dice | GM HD95 | GM ECE | GM Brier | WM Dice | "
+        "WM HD95 | WM ECE | WM Brier |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    models = q.get("models", {})
+    for name in ("kmeans", "unet", "medsegdiff", "segdiff", "lucidrains", "medsegdiff_no_ff", "medsegdiff_no_dyn_no_ff"):
+        if name not in models:
+            lines.append(f"| {LABELS[name]} | not run | | | | | | | | | | | |")
+            continue
+        m = models[name]
+        if "error" in m:
+            lines.append(f"| {LABELS[name]} | {m['error']} | | | | | | | | | | | |")
+            continue
+        tr = m.get("train") or {}
+        train = f"{tr['train_seconds']:.0f} ({tr['seconds_per_iteration']:.2f})" if tr else "-"
+        c = m["metrics"]["classes"]
+        cells = [_f(c[k][x], 3 if x != "hd95_mm" else 1) for k in CLASSES for x in ("dice", "hd95_mm", "ece", "brier")]
+        lines.append(f"| {LABELS[name]} | {m['params'] / 1e6:.2f} M | {train} | {m.get('sampler', 'one forward')} | "
+                     f"{m.get('network_evaluations', '-')} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for key, title, xlabel, fname, log_x in (
+        ("steps_sweep", "Number of DDIM steps (5 members)", "DDIM steps", "quality_steps.png", True),
+        ("members_sweep", "Ensemble size (20 DDIM steps)", "ensemble members", "quality_members.png", True),
+    ):
+        sweeps = q.get(key, {})
+        if not sweeps:
+            lines += [f"### {title}", "", "not run", ""]
+            continue
+        _sweep_figure(sweeps, xlabel, figures / fname, log_x)
+        lines += [f"### {title}", "", f"![{title}]({rel}/{fname})", "",
+                  f"| model | {xlabel} | GM Dice | GM ECE | WM Dice | WM ECE | mean Brier | seconds |", "|---|---|---|---|---|---|---|---|"]
+        for model, sweep in sweeps.items():
+            for k in sorted(sweep, key=int):
+                e = sweep[k]
+                cl = e["classes"]
+                lines.append(f"| {model} | {k} | {_f(cl['grey matter']['dice'])} | {_f(cl['grey matter']['ece'])} | "
+                             f"{_f(cl['white matter']['dice'])} | {_f(cl['white matter']['ece'])} | {_f(e['brier'], 4)} | "
+                             f"{_f(e.get('seconds'), 1)} |")
+        lines.append("")
+    ddpm = q.get("ddpm_full", {})
+    lines += ["### Full 1000-step DDPM vs DDIM 20 on a subset", ""]
+    if not ddpm:
+        lines += ["not run", ""]
+    for model, d in ddpm.items():
+        lines += [f"{model}, test slices z = {d['slices_z']}, 5 members each:", "",
+                  "| sampler | GM Dice | WM Dice | GM ECE | WM ECE | mean Brier | evaluations | seconds |", "|---|---|---|---|---|---|---|---|"]
+        for k, e in d.items():
+            if k == "slices_z":
+                continue
+            cl = e["classes"]
+            lines.append(f"| {k} | {_f(cl['grey matter']['dice'])} | {_f(cl['white matter']['dice'])} | "
+                         f"{_f(cl['grey matter']['ece'])} | {_f(cl['white matter']['ece'])} | {_f(e['brier'], 4)} | "
+                         f"{e.get('network_evaluations', '-')} | {_f(e.get('seconds'), 1)} |")
+        lines.append("")
+    if q.get("reliability"):
+        _reliability_figure(q["reliability"], figures / "quality_reliability.png")
+        lines += ["### Reliability diagram", "", f"![reliability]({rel}/quality_reliability.png)", ""]
+    return lines
+
+
+def _sampling(sp: dict[str, Any]) -> list[str]:
+    lines = ["## Sampling speed and memory: one 256 x 256 slice, 5-member ensemble", "", _machine_line(sp), "",
+             "Reproduce: `python -m benchmarks.sampling_speed --out benchmarks/results/sampling_speed.json` (settings "
+             f"used: `{json.dumps({k: v for k, v in sp.get('settings', {}).items() if k != 'quick'})}`).", "",
+             "| scale | protocol | params | evaluations | s / step (median, measured) | steps measured x repeats | "
+             "full protocol s | extrapolated | peak RSS growth MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    names = {"reference": "reference: DDPM 1000, members one after another", "lucidrains":
+             "med-seg-diff-pytorch sampler: DDPM 1000, members one after another",
+             "medseg": "medseg default: DDIM 20, 5 members batched"}
+    ratios = []
+    for scale, entry in sp.get("scales", {}).items():
+        for c in ("reference", "lucidrains", "medseg"):
+            if c not in entry:
+                continue
+            e = entry[c]
+            lines.append(f"| {scale} | {names[c]} | {e['params'] / 1e6:.2f} M | {e['network_evaluations_full_protocol']} | "
+                         f"{_f(e['seconds_per_step_median'], 3)} | {e['measured_steps']} x {e['repeats']} | "
+                         f"{_f(e['seconds_full_protocol'], 1)} | {'yes' if e['extrapolated'] else 'no (full run)'} | "
+                         f"{_f(e['peak_rss_growth_mb_median'], 0)} |")
+        r = f"{scale}: medseg default is {_f(entry.get('speedup_medseg_vs_reference'), 0)}x faster than the reference"
+        if "speedup_medseg_vs_lucidrains" in entry:
+            r += f", {_f(entry['speedup_medseg_vs_lucidrains'], 0)}x faster than med-seg-diff-pytorch's sampler"
+        ratios.append(r + ".")
+    if not sp.get("scales"):
+        lines.append("| not run | | | | | | | | |")
+    return [*lines, "", *ratios, ""]
+
+
+def _training(tr: dict[str, Any]) -> list[str]:
+    s = tr.get("settings", {})
+    lines = ["## Training throughput and memory", "", _machine_line(tr), "",
+             f"Reproduce: `python -m benchmarks.training_speed --out benchmarks/results/training_speed.json`. Batch "
+             f"{s.get('batch')} at {s.get('size')} x {s.get('size')}, 3-class masks, {s.get('steps')} timed steps "
+             f"after {s.get('warmup')} warm-up, {s.get('repeats')} interleaved rounds in fresh processes, medians.", "",
+             "| contender | params | samples / s | s / step | vs medseg fp32 | peak RSS growth MiB |", "|---|---|---|---|---|---|"]
+    for name, e in tr.get("summary", {}).items():
+        lines.append(f"| {name} | {e['params'] / 1e6:.2f} M | {_f(e['samples_per_second_median'], 1)} | "
+                     f"{_f(e['seconds_per_step_median'], 3)} | {_f(e['throughput_vs_medseg_fp32'], 2)} | "
+                     f"{_f(e['peak_rss_growth_mb_median'], 0)} |")
+    prof = tr.get("profile")
+    if prof:
+        lines += ["", f"torch.profiler, medseg fp32, {prof['steps']} steps (self CPU time per step):", "",
+                  "| operator | ms / step | share | calls / step |", "|---|---|---|---|"]
+        for op in prof["top_ops"][:12]:
+            lines.append(f"| `{op['name']}` | {_f(op['self_cpu_ms'], 1)} | {op['share'] * 100:.1f} % | "
+                         f"{op['calls_per_step']:.0f} |")
+    return [*lines, ""]
+
+
+def _volumes(vo: dict[str, Any]) -> list[str]:
+    s = vo.get("settings", {})
+    lines = ["## Whole volume (197 x 233 x 189), 5-member ensemble", "", _machine_line(vo), "",
+             f"Reproduce: `python -m benchmarks.volumes --out benchmarks/results/volumes.json`. Tiny untrained "
+             f"MedSegDiffUNet, channels (4, 8), no attention (2D for slice-wise, 3D for the sliding window, roi "
+             f"{s.get('roi')}^3, overlap 0.25); DDIM {s.get('steps')} steps, {s.get('members')} members.", "",
+             "| method | params | evaluations | seconds | peak RSS growth MiB | output shape |", "|---|---|---|---|---|---|"]
+    for method, runs in vo.get("runs", {}).items():
+        r = runs[0]
+        secs = ", ".join(_f(x["seconds"], 1) for x in runs)
+        lines.append(f"| {method} | {r['params']} | {r['network_evaluations']} | {secs} | "
+                     f"{_f(r['peak_rss_growth_mb'], 0)} | {r['mask_shape']} |")
+    return [*lines, ""]
+
+
+def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: str = "") -> str:
+    """Write the Markdown page (and figures); returns its text."""
+    rel = os.path.relpath(figures, out.parent)
+    lines = ["# Benchmarks", "",
+             "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json`; every number below comes "
+             "from a run of the script named beside it, on the machine named beside it. CPU only (no GPU was "
+             "available); each ratio was measured side by side in one run, contenders interleaved.", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    lines += _quality(results["quality"], figures, rel) if "quality" in results else ["## Quality", "", "not run", ""]
+    lines += _sampling(results["sampling_speed"]) if "sampling_speed" in results else ["## Sampling speed", "", "not run", ""]
+    lines += _training(results["training_speed"]) if "training_speed" in results else ["## Training", "", "not run", ""]
+    lines += _volumes(results["volumes"]) if "volumes" in results else ["## Volumes", "", "not run", ""]
+    text = "\n".join(lines).rstrip() + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return text
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument("--out", default="docs/benchmarks.md")
+    parser.add_argument("--figures", default="benchmarks/figures")
+    parser.add_argument("--notes", default="benchmarks/notes.md", help="hand-written findings placed at the top")
+    args = parser.parse_args(argv)
+    notes = Path(args.notes).read_text() if Path(args.notes).is_file() else ""
+    return render(load_results(args.results), Path(args.out), Path(args.figures), notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Each benchmark script in its ``--quick`` setting, and the report renderer on the JSON they write.
+
+These check that the scripts run and write well-formed results, not the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("nilearn")
+
+from benchmarks import network_size, quality, report, sampling_speed, training_speed, volumes
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("results")
+    quality.main(["--quick", "--out", str(folder / "quality.json")])
+    sampling_speed.main(["--quick", "--out", str(folder / "sampling_speed.json")])
+    training_speed.main(["--quick", "--out", str(folder / "training_speed.json")])
+    volumes.main(["--quick", "--out", str(folder / "volumes.json")])
+    return folder
+
+
+def test_quality_quick(results_dir):
+    data = json.loads((results_dir / "quality.json").read_text())
+    assert data["quick"] and data["machine"]["nproc"] >= 1
+    lucid = data["models"]["lucidrains"]
+    assert "metrics" in lucid or "error" in lucid
+    for name in ("kmeans", "unet", "medsegdiff", "segdiff", "medsegdiff_no_ff", "medsegdiff_no_dyn_no_ff"):
+        metrics = data["models"][name]["metrics"]
+        assert set(metrics["classes"]) == {"grey matter", "white matter"}
+        assert 0.0 <= metrics["classes"]["grey matter"]["dice"] <= 1.0
+    assert set(data["members_sweep"]["medsegdiff"]) == {"1", "2"}
+    assert set(data["steps_sweep"]["segdiff"]) == {"2", "3"}
+    assert "ddpm_20" in data["ddpm_full"]["medsegdiff"]
+
+
+def test_speed_and_volume_quick(results_dir):
+    sampling = json.loads((results_dir / "sampling_speed.json").read_text())
+    quick = sampling["scales"]["quick"]
+    assert quick["reference"]["network_evaluations_full_protocol"] == 5000
+    assert quick["medseg"]["network_evaluations_full_protocol"] == 10  # 2 steps x 5 members in --quick
+    assert quick["speedup_medseg_vs_reference"] > 0
+    training = json.loads((results_dir / "training_speed.json").read_text())
+    assert set(training["summary"]) == set(training_speed.CONTENDERS)
+    assert training["profile"]["top_ops"]
+    vol = json.loads((results_dir / "volumes.json").read_text())
+    assert vol["runs"]["slicewise"][0]["mask_shape"] == [16, 16, 16]
+    assert vol["runs"]["sliding_window"][0]["mask_shape"] == [16, 16, 16]
+
+
+def test_report_renders(results_dir, tmp_path):
+    out = tmp_path / "docs" / "benchmarks.md"
+    figures = tmp_path / "figures"
+    text = report.main(["--results", str(results_dir), "--out", str(out), "--figures", str(figures),
+                        "--notes", str(tmp_path / "missing.md")])
+    assert out.read_text() == text
+    for section in ("Quality and calibration", "Sampling speed", "Training throughput", "Whole volume"):
+        assert section in text
+    assert (figures / "quality_steps.png").stat().st_size > 0
+    assert (figures / "quality_reliability.png").stat().st_size > 0
+    assert "](../figures/quality_steps.png)" in text
+
+
+def test_report_without_results(tmp_path):
+    text = report.main(["--results", str(tmp_path), "--out", str(tmp_path / "b.md"), "--figures",
+                        str(tmp_path / "f")])
+    assert text.count("not run") == 4
+
+
+def test_network_size_row():
+    row = network_size._row("MedSegDiffUNet `tiny`", network_size.MedSegDiffUNet, "tiny", 2)
+    assert row.startswith("| MedSegDiffUNet `tiny` | 2D | 256x256 |")
