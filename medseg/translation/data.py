@@ -185,10 +185,11 @@ def palette_images(
     if str(source) == "skimage":
         import skimage.data
 
-        photos = [
-            (name, _to_chw(_rescale(getattr(skimage.data, name)().astype(np.float32) / 255.0, scale)))
-            for name in NATURAL_SPLITS[split]
-        ]
+        photos = []
+        for name in NATURAL_SPLITS[split]:
+            data = getattr(skimage.data, name)()
+            array = np.asarray(data[0] if isinstance(data, tuple) else data)  # stereo pairs: the left view
+            photos.append((name, _to_chw(_rescale(array[..., :3].astype(np.float32) / 255.0, scale))))
     else:
         path = Path(source)
         if path.is_dir():

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
-from monai.data import MetaTensor
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.networks.schedulers import Scheduler
 from monai.utils import StrEnum
 from torch import nn
 
-from medseg.data.writers import atomic_write, save_image
+from medseg.data.writers import atomic_write
 from medseg.inferers.noise_level import NoiseConditioning
 from medseg.translation.sampling import translate
 from medseg.translation.tasks import PaletteDegradationd, PaletteTask, task_spec
@@ -328,7 +328,7 @@ def save_translation_outputs(
     """Write input, each sample, the sample mean and the ground truth of every image, in [0, 1].
 
     Files: ``<name>_input``, ``<name>_sample<k>``, ``<name>_mean``, ``<name>_truth`` (+ ``_mask`` for masked
-    tasks), as ``.nii.gz`` (2D NIfTI with ``pixel_spacing``) or 8-bit ``.png``.
+    tasks), as ``.nii.gz`` (an H x W x 1 NIfTI with ``pixel_spacing``) or 8-bit ``.png``.
 
     Returns:
         The written paths.
@@ -339,15 +339,18 @@ def save_translation_outputs(
         )
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    affine = torch.diag(torch.tensor([float(pixel_spacing[0]), float(pixel_spacing[1]), 1.0, 1.0]))
+    affine = np.diag([float(pixel_spacing[0]), float(pixel_spacing[1]), 1.0, 1.0])
     written: list[Path] = []
 
     def write(image: torch.Tensor, stem: str) -> None:
         data = ((image.clamp(-1, 1) + 1) / 2).float()
         if output_format == OutputFormat.NIFTI:
-            written.append(
-                save_image(MetaTensor(data, affine=affine), folder / f"{stem}.nii.gz", overwrite=overwrite)
-            )
+            volume = data.permute(1, 2, 0).numpy()[:, :, None]  # (H, W, 1, C): one slice, channels last
+            nifti = nib.Nifti1Image(volume[..., 0] if volume.shape[-1] == 1 else volume, affine)
+            nifti.set_qform(affine, code=1)
+            nifti.set_sform(affine, code=1)
+            dest = folder / f"{stem}.nii.gz"
+            written.append(atomic_write(dest, lambda tmp: nib.save(nifti, tmp), overwrite=overwrite))
             return
         from PIL import Image
 
