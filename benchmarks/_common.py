@@ -16,7 +16,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["Timer", "background_jobs", "isolated", "machine", "median", "peak_rss_mb", "reset_peak_rss", "rss_mb", "write_json"]
+__all__ = [
+    "Timer",
+    "background_jobs",
+    "isolated",
+    "lucidrains_available",
+    "machine",
+    "median",
+    "peak_rss_mb",
+    "reset_peak_rss",
+    "rss_mb",
+    "write_json",
+]
 
 
 def background_jobs() -> list[str]:
@@ -28,7 +39,18 @@ def background_jobs() -> list[str]:
     except OSError:
         return []
     own = str(os.getpid())
-    return [line[:160] for line in out.splitlines() if line and not line.startswith(own) and "pgrep" not in line]
+    return [
+        line[:160] for line in out.splitlines() if line and not line.startswith(own) and "pgrep" not in line
+    ]
+
+
+def lucidrains_available() -> bool:
+    """Whether med-seg-diff-pytorch imports here (``pip install --no-deps med-seg-diff-pytorch==0.3.3``)."""
+    try:
+        import med_seg_diff_pytorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def machine() -> dict[str, Any]:

@@ -57,8 +57,13 @@ def _params(net: torch.nn.Module) -> int:
 def build_network(name: str, channels: tuple[int, ...], size: int, timesteps: int) -> torch.nn.Module:
     """The network of model ``name`` (``unet``, ``medsegdiff*``, ``segdiff``, ``lucidrains``)."""
     attention = (False,) * (len(channels) - 1) + (True,)
-    common = {"channels": channels, "num_res_blocks": 1, "attention_levels": attention, "norm_num_groups": 8,
-              "num_head_channels": 8}
+    common = {
+        "channels": channels,
+        "num_res_blocks": 1,
+        "attention_levels": attention,
+        "norm_num_groups": 8,
+        "num_head_channels": 8,
+    }
     if name == "medsegdiff":
         return MedSegDiffUNet(2, 1, NUM_CLASSES, **common)
     if name == "medsegdiff_no_ff":
@@ -73,8 +78,13 @@ def build_network(name: str, channels: tuple[int, ...], size: int, timesteps: in
     if name == "lucidrains":
         from med_seg_diff_pytorch import MedSegDiff, Unet
 
-        unet = Unet(dim=channels[0], image_size=size, mask_channels=NUM_CLASSES, input_img_channels=1,
-                    dim_mults=(1, 2, 4, 8))
+        unet = Unet(
+            dim=channels[0],
+            image_size=size,
+            mask_channels=NUM_CLASSES,
+            input_img_channels=1,
+            dim_mults=(1, 2, 4, 8),
+        )
         return MedSegDiff(unet, timesteps=timesteps, objective="pred_x0", beta_schedule="linear")
     raise ValueError(f"unknown model {name!r}")
 
@@ -131,8 +141,9 @@ def reliability_bins(probability: torch.Tensor, label: torch.Tensor, num_bins: i
     return {"confidence": conf.tolist(), "frequency": freq.tolist(), "count": count.long().tolist()}
 
 
-def train(name: str, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace
-          ) -> tuple[torch.nn.Module, dict[str, Any]]:
+def train(
+    name: str, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train ``net`` for ``args.iterations`` steps; returns the EMA copy and a record (time, final loss)."""
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -143,7 +154,9 @@ def train(name: str, net: torch.nn.Module, images: torch.Tensor, labels: torch.T
     if name == "unet":
         loss_fn: Callable = DiceCELoss(to_onehot_y=True, softmax=True)
     elif name != "lucidrains":
-        prepare = ConditionalDiffusionPrepareBatch(_scheduler("ddpm", args.timesteps), NUM_CLASSES, seed=args.seed)
+        prepare = ConditionalDiffusionPrepareBatch(
+            _scheduler("ddpm", args.timesteps), NUM_CLASSES, seed=args.seed
+        )
     losses = []
     net.train()
     began = time.perf_counter()
@@ -178,28 +191,51 @@ def train(name: str, net: torch.nn.Module, images: torch.Tensor, labels: torch.T
         "seconds_per_iteration": seconds / max(args.iterations, 1),
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
     }
-    logging.info("%s: %d iterations in %.0f s, loss %.4f", name, args.iterations, seconds, record["final_loss"] or 0)
+    logging.info(
+        "%s: %d iterations in %.0f s, loss %.4f", name, args.iterations, seconds, record["final_loss"] or 0
+    )
     return ema, record
 
 
 def _scheduler(sampler: str, timesteps: int):
     scale = 1000.0 / timesteps
-    return make_scheduler(sampler, num_train_timesteps=timesteps, beta_start=1e-4 * scale, beta_end=0.02 * scale,
-                          prediction_type="sample")
+    return make_scheduler(
+        sampler,
+        num_train_timesteps=timesteps,
+        beta_start=1e-4 * scale,
+        beta_end=0.02 * scale,
+        prediction_type="sample",
+    )
 
 
-def sample_medseg(net: torch.nn.Module, images: torch.Tensor, sampler: str, steps: int, members: int,
-                  timesteps: int, seed: int = 0) -> tuple[torch.Tensor, float, int]:
+def sample_medseg(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    sampler: str,
+    steps: int,
+    members: int,
+    timesteps: int,
+    seed: int = 0,
+) -> tuple[torch.Tensor, float, int]:
     """medseg's batched ensemble sampler: (members (N, M, 3, H, W), seconds, network evaluations)."""
     began = time.perf_counter()
-    result = sample_ensemble(net, images, _scheduler(sampler, timesteps), num_channels=NUM_CLASSES,
-                             num_members=members, num_inference_steps=steps, max_batch=256, seed=seed)
+    result = sample_ensemble(
+        net,
+        images,
+        _scheduler(sampler, timesteps),
+        num_channels=NUM_CLASSES,
+        num_members=members,
+        num_inference_steps=steps,
+        max_batch=256,
+        seed=seed,
+    )
     return result.members, time.perf_counter() - began, result.network_evaluations
 
 
 @torch.no_grad()
-def sample_lucidrains(diffusion: torch.nn.Module, images: torch.Tensor, steps: int, members: int,
-                      seed: int = 0) -> tuple[torch.Tensor, float, int]:
+def sample_lucidrains(
+    diffusion: torch.nn.Module, images: torch.Tensor, steps: int, members: int, seed: int = 0
+) -> tuple[torch.Tensor, float, int]:
     """med-seg-diff-pytorch's own sampler (DDIM, its default eta = 1, when steps < T), members batched."""
     diffusion.sampling_timesteps = steps
     diffusion.is_ddim_sampling = steps < diffusion.num_timesteps
@@ -236,15 +272,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.batch, args.downsample, args.size, args.test_step = 3, 2, 8, 32, 15
-        args.channels, args.timesteps, args.steps, args.members, args.ddpm_slices = [8, 8, 8, 8], 20, [2, 3], [1, 2], 1
+        args.channels, args.timesteps, args.steps, args.members, args.ddpm_slices = (
+            [8, 8, 8, 8],
+            20,
+            [2, 3],
+            [1, 2],
+            1,
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     channels = tuple(args.channels)
     spacing = float(args.downsample)
 
-    train_images, train_labels = mni_tissue_slices("training", downsample=args.downsample, size=(args.size,) * 2)
-    test_images, test_labels = mni_tissue_slices("test", downsample=args.downsample, size=(args.size,) * 2,
-                                                 slice_step=args.test_step)
+    train_images, train_labels = mni_tissue_slices(
+        "training", downsample=args.downsample, size=(args.size,) * 2
+    )
+    test_images, test_labels = mni_tissue_slices(
+        "test", downsample=args.downsample, size=(args.size,) * 2, slice_step=args.test_step
+    )
     results: dict[str, Any] = {
         "benchmark": "quality",
         "quick": args.quick,
@@ -276,8 +321,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pred = torch.as_tensor(kmeans_tissue_baseline(test_images, brain))
             prob = F.one_hot(pred[:, 0], NUM_CLASSES).movedim(-1, 1).float()
             results["reliability"][name] = reliability_bins(prob, test_labels)
-            results["models"][name] = {"params": 0, "train": None, "sample_seconds": time.perf_counter() - began,
-                                       "metrics": evaluate(prob, test_labels, spacing)}
+            results["models"][name] = {
+                "params": 0,
+                "train": None,
+                "sample_seconds": time.perf_counter() - began,
+                "metrics": evaluate(prob, test_labels, spacing),
+            }
             save()
             continue
         try:
@@ -293,44 +342,76 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if name == "unet":
                 began = time.perf_counter()
                 prob = torch.softmax(ema(test_images), dim=1)
-                entry.update(sample_seconds=time.perf_counter() - began, network_evaluations=test_images.shape[0])
+                entry.update(
+                    sample_seconds=time.perf_counter() - began, network_evaluations=test_images.shape[0]
+                )
             elif name == "lucidrains":
-                members, seconds, evals = sample_lucidrains(ema, test_images, main_steps, main_members, args.seed)
+                members, seconds, evals = sample_lucidrains(
+                    ema, test_images, main_steps, main_members, args.seed
+                )
                 prob = members.mean(1)
-                entry.update(sample_seconds=seconds, network_evaluations=evals,
-                             sampler=f"its own DDIM (eta=1), {main_steps} steps, {main_members} members, mean")
+                entry.update(
+                    sample_seconds=seconds,
+                    network_evaluations=evals,
+                    sampler=f"its own DDIM (eta=1), {main_steps} steps, {main_members} members, mean",
+                )
             else:
                 top = max(max(args.members), main_members)
-                members, seconds, evals = sample_medseg(ema, test_images, "ddim", main_steps, top, args.timesteps,
-                                                        args.seed)
+                members, seconds, evals = sample_medseg(
+                    ema, test_images, "ddim", main_steps, top, args.timesteps, args.seed
+                )
                 prob = members[:, :main_members].mean(1)
-                entry.update(sample_seconds=seconds * main_members / top, network_evaluations=evals * main_members // top,
-                             sampler=f"DDIM eta=0, {main_steps} steps, {main_members} members, mean fusion")
+                entry.update(
+                    sample_seconds=seconds * main_members / top,
+                    network_evaluations=evals * main_members // top,
+                    sampler=f"DDIM eta=0, {main_steps} steps, {main_members} members, mean fusion",
+                )
                 if name in ("medsegdiff", "segdiff"):
                     results["members_sweep"][name] = {
                         str(m): evaluate(members[:, :m].mean(1), test_labels, spacing) for m in args.members
                     }
                     sweep = {}
                     for k in args.steps:
-                        mem, sec, _ = (members[:, :main_members], seconds * main_members / top, evals) if k == main_steps else \
-                            sample_medseg(ema, test_images, "ddim", k, main_members, args.timesteps, args.seed)
+                        mem, sec, _ = (
+                            (members[:, :main_members], seconds * main_members / top, evals)
+                            if k == main_steps
+                            else sample_medseg(
+                                ema, test_images, "ddim", k, main_members, args.timesteps, args.seed
+                            )
+                        )
                         sweep[str(k)] = {**evaluate(mem.mean(1), test_labels, spacing), "seconds": sec}
-                        logging.info("%s DDIM %d steps: Dice %.3f ECE %.4f", name, k, sweep[str(k)]["dice"],
-                                     sweep[str(k)]["ece"])
+                        logging.info(
+                            "%s DDIM %d steps: Dice %.3f ECE %.4f",
+                            name,
+                            k,
+                            sweep[str(k)]["dice"],
+                            sweep[str(k)]["ece"],
+                        )
                     results["steps_sweep"][name] = sweep
                     save()
                 if name in args.ddpm_models and args.ddpm_slices > 0:
                     sub = torch.linspace(0, test_images.shape[0] - 1, args.ddpm_slices).round().long()
-                    ddpm, sec_ddpm, ev_ddpm = sample_medseg(ema, test_images[sub], "ddpm", args.timesteps,
-                                                            main_members, args.timesteps, args.seed)
+                    ddpm, sec_ddpm, ev_ddpm = sample_medseg(
+                        ema, test_images[sub], "ddpm", args.timesteps, main_members, args.timesteps, args.seed
+                    )
                     results["ddpm_full"][name] = {
                         "slices_z": [results["task"]["test_z"][i] for i in sub.tolist()],
-                        f"ddpm_{args.timesteps}": {**evaluate(ddpm.mean(1), test_labels[sub], spacing),
-                                                   "seconds": sec_ddpm, "network_evaluations": ev_ddpm},
-                        f"ddim_{main_steps}": evaluate(members[sub, :main_members].mean(1), test_labels[sub], spacing),
+                        f"ddpm_{args.timesteps}": {
+                            **evaluate(ddpm.mean(1), test_labels[sub], spacing),
+                            "seconds": sec_ddpm,
+                            "network_evaluations": ev_ddpm,
+                        },
+                        f"ddim_{main_steps}": evaluate(
+                            members[sub, :main_members].mean(1), test_labels[sub], spacing
+                        ),
                     }
-                    logging.info("%s DDPM %d on %d slices: %s", name, args.timesteps, len(sub),
-                                 results["ddpm_full"][name])
+                    logging.info(
+                        "%s DDPM %d on %d slices: %s",
+                        name,
+                        args.timesteps,
+                        len(sub),
+                        results["ddpm_full"][name],
+                    )
             entry["metrics"] = evaluate(prob, test_labels, spacing)
             results["reliability"][name] = reliability_bins(prob, test_labels)
         logging.info("%s: %s", name, entry["metrics"])

@@ -71,9 +71,11 @@ def _machine_line(data: dict[str, Any]) -> str:
     loads = [f"{x['loadavg'][0]:.1f}" for x in machines if "loadavg" in x]
     loads += [f"{x['loadavg_end'][0]:.1f}" for x in machines if "loadavg_end" in x]
     jobs = max(len(x.get("background_jobs", [])) for x in machines)
-    return (f"Machine: {m.get('nproc')} x {m.get('cpu_model')}, torch {m.get('torch')}, {m.get('torch_threads')} "
-            f"torch thread(s) per process; 1-min load average {', '.join(loads)} (start/end), {jobs} other "
-            f"training job(s) running. Files: {', '.join(data.get('files', []))}.")
+    return (
+        f"Machine: {m.get('nproc')} x {m.get('cpu_model')}, torch {m.get('torch')}, {m.get('torch_threads')} "
+        f"torch thread(s) per process; 1-min load average {', '.join(loads)} (start/end), {jobs} other "
+        f"training job(s) running. Files: {', '.join(data.get('files', []))}."
+    )
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -141,7 +143,15 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     models = q.get("models", {})
-    for name in ("kmeans", "unet", "medsegdiff", "segdiff", "lucidrains", "medsegdiff_no_ff", "medsegdiff_no_dyn_no_ff"):
+    for name in (
+        "kmeans",
+        "unet",
+        "medsegdiff",
+        "segdiff",
+        "lucidrains",
+        "medsegdiff_no_ff",
+        "medsegdiff_no_dyn_no_ff",
+    ):
         if name not in models:
             lines.append(f"| {LABELS[name]} | not run | | | | | | | | | | | |")
             continue
@@ -152,9 +162,15 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
         tr = m.get("train") or {}
         train = f"{tr['train_seconds']:.0f} ({tr['seconds_per_iteration']:.2f})" if tr else "-"
         c = m["metrics"]["classes"]
-        cells = [_f(c[k][x], 3 if x != "hd95_mm" else 1) for k in CLASSES for x in ("dice", "hd95_mm", "ece", "brier")]
-        lines.append(f"| {LABELS[name]} | {m['params'] / 1e6:.2f} M | {train} | {m.get('sampler', 'one forward')} | "
-                     f"{m.get('network_evaluations', '-')} | " + " | ".join(cells) + " |")
+        cells = [
+            _f(c[k][x], 3 if x != "hd95_mm" else 1)
+            for k in CLASSES
+            for x in ("dice", "hd95_mm", "ece", "brier")
+        ]
+        lines.append(
+            f"| {LABELS[name]} | {m['params'] / 1e6:.2f} M | {train} | {m.get('sampler', 'one forward')} | "
+            f"{m.get('network_evaluations', '-')} | " + " | ".join(cells) + " |"
+        )
     lines.append("")
     for key, title, xlabel, fname, log_x in (
         ("steps_sweep", "Number of DDIM steps (5 members)", "DDIM steps", "quality_steps.png", True),
@@ -165,30 +181,44 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
             lines += [f"### {title}", "", "not run", ""]
             continue
         _sweep_figure(sweeps, xlabel, figures / fname, log_x)
-        lines += [f"### {title}", "", f"![{title}]({rel}/{fname})", "",
-                  f"| model | {xlabel} | GM Dice | GM ECE | WM Dice | WM ECE | mean Brier | seconds |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {title}",
+            "",
+            f"![{title}]({rel}/{fname})",
+            "",
+            f"| model | {xlabel} | GM Dice | GM ECE | WM Dice | WM ECE | mean Brier | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for model, sweep in sweeps.items():
             for k in sorted(sweep, key=int):
                 e = sweep[k]
                 cl = e["classes"]
-                lines.append(f"| {model} | {k} | {_f(cl['grey matter']['dice'])} | {_f(cl['grey matter']['ece'])} | "
-                             f"{_f(cl['white matter']['dice'])} | {_f(cl['white matter']['ece'])} | {_f(e['brier'], 4)} | "
-                             f"{_f(e.get('seconds'), 1)} |")
+                lines.append(
+                    f"| {model} | {k} | {_f(cl['grey matter']['dice'])} | {_f(cl['grey matter']['ece'])} | "
+                    f"{_f(cl['white matter']['dice'])} | {_f(cl['white matter']['ece'])} | {_f(e['brier'], 4)} | "
+                    f"{_f(e.get('seconds'), 1)} |"
+                )
         lines.append("")
     ddpm = q.get("ddpm_full", {})
     lines += ["### Full 1000-step DDPM vs DDIM 20 on a subset", ""]
     if not ddpm:
         lines += ["not run", ""]
     for model, d in ddpm.items():
-        lines += [f"{model}, test slices z = {d['slices_z']}, 5 members each:", "",
-                  "| sampler | GM Dice | WM Dice | GM ECE | WM ECE | mean Brier | evaluations | seconds |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"{model}, test slices z = {d['slices_z']}, 5 members each:",
+            "",
+            "| sampler | GM Dice | WM Dice | GM ECE | WM ECE | mean Brier | evaluations | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for k, e in d.items():
             if k == "slices_z":
                 continue
             cl = e["classes"]
-            lines.append(f"| {k} | {_f(cl['grey matter']['dice'])} | {_f(cl['white matter']['dice'])} | "
-                         f"{_f(cl['grey matter']['ece'])} | {_f(cl['white matter']['ece'])} | {_f(e['brier'], 4)} | "
-                         f"{e.get('network_evaluations', '-')} | {_f(e.get('seconds'), 1)} |")
+            lines.append(
+                f"| {k} | {_f(cl['grey matter']['dice'])} | {_f(cl['white matter']['dice'])} | "
+                f"{_f(cl['grey matter']['ece'])} | {_f(cl['white matter']['ece'])} | {_f(e['brier'], 4)} | "
+                f"{e.get('network_evaluations', '-')} | {_f(e.get('seconds'), 1)} |"
+            )
         lines.append("")
     if q.get("reliability"):
         _reliability_figure(q["reliability"], figures / "quality_reliability.png")
@@ -197,24 +227,35 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
 
 
 def _sampling(sp: dict[str, Any]) -> list[str]:
-    lines = ["## Sampling speed and memory: one 256 x 256 slice, 5-member ensemble", "", _machine_line(sp), "",
-             "Reproduce: `python -m benchmarks.sampling_speed --out benchmarks/results/sampling_speed.json` (settings "
-             f"used: `{json.dumps({k: v for k, v in sp.get('settings', {}).items() if k != 'quick'})}`).", "",
-             "| scale | protocol | params | evaluations | s / step (median, measured) | steps measured x repeats | "
-             "full protocol s | extrapolated | peak RSS growth MiB |", "|---|---|---|---|---|---|---|---|---|"]
-    names = {"reference": "reference: DDPM 1000, members one after another", "lucidrains":
-             "med-seg-diff-pytorch sampler: DDPM 1000, members one after another",
-             "medseg": "medseg default: DDIM 20, 5 members batched"}
+    lines = [
+        "## Sampling speed and memory: one 256 x 256 slice, 5-member ensemble",
+        "",
+        _machine_line(sp),
+        "",
+        "Reproduce: `python -m benchmarks.sampling_speed --out benchmarks/results/sampling_speed.json` (settings "
+        f"used: `{json.dumps({k: v for k, v in sp.get('settings', {}).items() if k != 'quick'})}`).",
+        "",
+        "| scale | protocol | params | evaluations | s / step (median, measured) | steps measured x repeats | "
+        "full protocol s | extrapolated | peak RSS growth MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "reference": "reference: DDPM 1000, members one after another",
+        "lucidrains": "med-seg-diff-pytorch sampler: DDPM 1000, members one after another",
+        "medseg": "medseg default: DDIM 20, 5 members batched",
+    }
     ratios = []
     for scale, entry in sp.get("scales", {}).items():
         for c in ("reference", "lucidrains", "medseg"):
             if c not in entry:
                 continue
             e = entry[c]
-            lines.append(f"| {scale} | {names[c]} | {e['params'] / 1e6:.2f} M | {e['network_evaluations_full_protocol']} | "
-                         f"{_f(e['seconds_per_step_median'], 3)} | {e['measured_steps']} x {e['repeats']} | "
-                         f"{_f(e['seconds_full_protocol'], 1)} | {'yes' if e['extrapolated'] else 'no (full run)'} | "
-                         f"{_f(e['peak_rss_growth_mb_median'], 0)} |")
+            lines.append(
+                f"| {scale} | {names[c]} | {e['params'] / 1e6:.2f} M | {e['network_evaluations_full_protocol']} | "
+                f"{_f(e['seconds_per_step_median'], 3)} | {e['measured_steps']} x {e['repeats']} | "
+                f"{_f(e['seconds_full_protocol'], 1)} | {'yes' if e['extrapolated'] else 'no (full run)'} | "
+                f"{_f(e['peak_rss_growth_mb_median'], 0)} |"
+            )
         r = f"{scale}: medseg default is {_f(entry.get('speedup_medseg_vs_reference'), 0)}x faster than the reference"
         if "speedup_medseg_vs_lucidrains" in entry:
             r += f", {_f(entry['speedup_medseg_vs_lucidrains'], 0)}x faster than med-seg-diff-pytorch's sampler"
@@ -226,52 +267,93 @@ def _sampling(sp: dict[str, Any]) -> list[str]:
 
 def _training(tr: dict[str, Any]) -> list[str]:
     s = tr.get("settings", {})
-    lines = ["## Training throughput and memory", "", _machine_line(tr), "",
-             f"Reproduce: `python -m benchmarks.training_speed --out benchmarks/results/training_speed.json`. Batch "
-             f"{s.get('batch')} at {s.get('size')} x {s.get('size')}, 3-class masks, {s.get('steps')} timed steps "
-             f"after {s.get('warmup')} warm-up, {s.get('repeats')} interleaved rounds in fresh processes, medians.", "",
-             "| contender | params | samples / s | s / step | vs medseg fp32 | peak RSS growth MiB |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## Training throughput and memory",
+        "",
+        _machine_line(tr),
+        "",
+        f"Reproduce: `python -m benchmarks.training_speed --out benchmarks/results/training_speed.json`. Batch "
+        f"{s.get('batch')} at {s.get('size')} x {s.get('size')}, 3-class masks, {s.get('steps')} timed steps "
+        f"after {s.get('warmup')} warm-up, {s.get('repeats')} interleaved rounds in fresh processes, medians.",
+        "",
+        "| contender | params | samples / s | s / step | vs medseg fp32 | peak RSS growth MiB |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, e in tr.get("summary", {}).items():
-        lines.append(f"| {name} | {e['params'] / 1e6:.2f} M | {_f(e['samples_per_second_median'], 1)} | "
-                     f"{_f(e['seconds_per_step_median'], 3)} | {_f(e['throughput_vs_medseg_fp32'], 2)} | "
-                     f"{_f(e['peak_rss_growth_mb_median'], 0)} |")
+        lines.append(
+            f"| {name} | {e['params'] / 1e6:.2f} M | {_f(e['samples_per_second_median'], 1)} | "
+            f"{_f(e['seconds_per_step_median'], 3)} | {_f(e['throughput_vs_medseg_fp32'], 2)} | "
+            f"{_f(e['peak_rss_growth_mb_median'], 0)} |"
+        )
     prof = tr.get("profile")
     if prof:
-        lines += ["", f"torch.profiler, medseg fp32, {prof['steps']} steps (self CPU time per step):", "",
-                  "| operator | ms / step | share | calls / step |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"torch.profiler, medseg fp32, {prof['steps']} steps (self CPU time per step):",
+            "",
+            "| operator | ms / step | share | calls / step |",
+            "|---|---|---|---|",
+        ]
         for op in prof["top_ops"][:12]:
-            lines.append(f"| `{op['name']}` | {_f(op['self_cpu_ms'], 1)} | {op['share'] * 100:.1f} % | "
-                         f"{op['calls_per_step']:.0f} |")
+            lines.append(
+                f"| `{op['name']}` | {_f(op['self_cpu_ms'], 1)} | {op['share'] * 100:.1f} % | "
+                f"{op['calls_per_step']:.0f} |"
+            )
     return [*lines, ""]
 
 
 def _volumes(vo: dict[str, Any]) -> list[str]:
     s = vo.get("settings", {})
-    lines = ["## Whole volume (197 x 233 x 189), 5-member ensemble", "", _machine_line(vo), "",
-             f"Reproduce: `python -m benchmarks.volumes --out benchmarks/results/volumes.json`. Tiny untrained "
-             f"MedSegDiffUNet, channels (4, 8), no attention (2D for slice-wise, 3D for the sliding window, roi "
-             f"{s.get('roi')}^3, overlap 0.25); DDIM {s.get('steps')} steps, {s.get('members')} members.", "",
-             "| method | params | evaluations | seconds | peak RSS growth MiB | output shape |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## Whole volume (197 x 233 x 189), 5-member ensemble",
+        "",
+        _machine_line(vo),
+        "",
+        f"Reproduce: `python -m benchmarks.volumes --out benchmarks/results/volumes.json`. Tiny untrained "
+        f"MedSegDiffUNet, channels (4, 8), no attention (2D for slice-wise, 3D for the sliding window, roi "
+        f"{s.get('roi')}^3, overlap 0.25); DDIM {s.get('steps')} steps, {s.get('members')} members.",
+        "",
+        "| method | params | evaluations | seconds | peak RSS growth MiB | output shape |",
+        "|---|---|---|---|---|---|",
+    ]
     for method, runs in vo.get("runs", {}).items():
         r = runs[0]
         secs = ", ".join(_f(x["seconds"], 1) for x in runs)
-        lines.append(f"| {method} | {r['params']} | {r['network_evaluations']} | {secs} | "
-                     f"{_f(r['peak_rss_growth_mb'], 0)} | {r['mask_shape']} |")
+        lines.append(
+            f"| {method} | {r['params']} | {r['network_evaluations']} | {secs} | "
+            f"{_f(r['peak_rss_growth_mb'], 0)} | {r['mask_shape']} |"
+        )
     return [*lines, ""]
 
 
 def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: str = "") -> str:
     """Write the Markdown page (and figures); returns its text."""
     rel = os.path.relpath(figures, out.parent)
-    lines = ["# Benchmarks", "",
-             "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json`; every number below comes "
-             "from a run of the script named beside it, on the machine named beside it. CPU only (no GPU was "
-             "available); each ratio was measured side by side in one run, contenders interleaved.", ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m benchmarks.report` from `benchmarks/results/*.json`; every number below comes "
+        "from a run of the script named beside it, on the machine named beside it. CPU only (no GPU was "
+        "available); each ratio was measured side by side in one run, contenders interleaved.",
+        "",
+    ]
     if notes:
         lines += [notes.strip(), ""]
-    lines += _quality(results["quality"], figures, rel) if "quality" in results else ["## Quality", "", "not run", ""]
-    lines += _sampling(results["sampling_speed"]) if "sampling_speed" in results else ["## Sampling speed", "", "not run", ""]
-    lines += _training(results["training_speed"]) if "training_speed" in results else ["## Training", "", "not run", ""]
+    lines += (
+        _quality(results["quality"], figures, rel)
+        if "quality" in results
+        else ["## Quality", "", "not run", ""]
+    )
+    lines += (
+        _sampling(results["sampling_speed"])
+        if "sampling_speed" in results
+        else ["## Sampling speed", "", "not run", ""]
+    )
+    lines += (
+        _training(results["training_speed"])
+        if "training_speed" in results
+        else ["## Training", "", "not run", ""]
+    )
     lines += _volumes(results["volumes"]) if "volumes" in results else ["## Volumes", "", "not run", ""]
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +368,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--results", default="benchmarks/results")
     parser.add_argument("--out", default="docs/benchmarks.md")
     parser.add_argument("--figures", default="benchmarks/figures")
-    parser.add_argument("--notes", default="benchmarks/notes.md", help="hand-written findings placed at the top")
+    parser.add_argument(
+        "--notes", default="benchmarks/notes.md", help="hand-written findings placed at the top"
+    )
     args = parser.parse_args(argv)
     notes = Path(args.notes).read_text() if Path(args.notes).is_file() else ""
     return render(load_results(args.results), Path(args.out), Path(args.figures), notes)

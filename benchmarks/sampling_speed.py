@@ -32,7 +32,16 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import isolated, machine, median, peak_rss_mb, reset_peak_rss, rss_mb, write_json
+from benchmarks._common import (
+    isolated,
+    lucidrains_available,
+    machine,
+    median,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+    write_json,
+)
 
 __all__ = ["main", "measure"]
 
@@ -53,12 +62,21 @@ def _medseg_net(scale: str, out_channels: int) -> torch.nn.Module:
         return MedSegDiffUNet.from_preset("B", 2, 1, out_channels)
     channels = {"small": (8, 16, 32, 72), "tiny": (4, 8, 16, 32), "quick": (4, 8)}[scale]
     heads = {"small": 8, "tiny": 8, "quick": 4}[scale]
-    return MedSegDiffUNet(2, 1, out_channels, channels=channels, num_res_blocks=1,
-                          attention_levels=(False,) * (len(channels) - 1) + (True,),
-                          norm_num_groups=4 if scale != "small" else 8, num_head_channels=heads)
+    return MedSegDiffUNet(
+        2,
+        1,
+        out_channels,
+        channels=channels,
+        num_res_blocks=1,
+        attention_levels=(False,) * (len(channels) - 1) + (True,),
+        norm_num_groups=4 if scale != "small" else 8,
+        num_head_channels=heads,
+    )
 
 
-def measure(contender: str, scale: str, size: int, steps: int, threads: int, out_channels: int = 3) -> dict[str, Any]:
+def measure(
+    contender: str, scale: str, size: int, steps: int, threads: int, out_channels: int = 3
+) -> dict[str, Any]:
     """One measurement in this process: time and peak RSS growth of ``steps`` sampling steps (or a full run).
 
     ``contender``: ``reference`` (batch 1 DDPM, one member), ``medseg`` (DDIM, 5 members batched),
@@ -72,8 +90,9 @@ def measure(contender: str, scale: str, size: int, steps: int, threads: int, out
         from med_seg_diff_pytorch import MedSegDiff, Unet
 
         dim = 8 if scale in ("small", "quick", "tiny") else 64
-        net = Unet(dim=dim, image_size=size, mask_channels=out_channels, input_img_channels=1,
-                   dim_mults=(1, 2, 4, 8))
+        net = Unet(
+            dim=dim, image_size=size, mask_channels=out_channels, input_img_channels=1, dim_mults=(1, 2, 4, 8)
+        )
         diffusion = MedSegDiff(net, timesteps=1000).eval()
         params = sum(p.numel() for p in net.parameters())
         base = rss_mb()
@@ -95,17 +114,32 @@ def measure(contender: str, scale: str, size: int, steps: int, threads: int, out
         base = rss_mb()
         reset_peak_rss()
         began = time.perf_counter()
-        result = sample_ensemble(net, image, scheduler, num_channels=out_channels, num_members=members,
-                                 num_inference_steps=steps, seed=0)
+        result = sample_ensemble(
+            net,
+            image,
+            scheduler,
+            num_channels=out_channels,
+            num_members=members,
+            num_inference_steps=steps,
+            seed=0,
+        )
         seconds = time.perf_counter() - began
         evaluations = result.network_evaluations
-    return {"contender": contender, "scale": scale, "params": params, "steps": steps, "seconds": seconds,
-            "seconds_per_step": seconds / steps, "network_evaluations": evaluations,
-            "peak_rss_growth_mb": peak_rss_mb() - base}
+    return {
+        "contender": contender,
+        "scale": scale,
+        "params": params,
+        "steps": steps,
+        "seconds": seconds,
+        "seconds_per_step": seconds / steps,
+        "network_evaluations": evaluations,
+        "peak_rss_growth_mb": peak_rss_mb() - base,
+    }
 
 
-def _round_robin(jobs: list[tuple[str, str, int]], repeats: int, size: int, threads: int, inline: bool = False
-                 ) -> dict[str, list[dict]]:
+def _round_robin(
+    jobs: list[tuple[str, str, int]], repeats: int, size: int, threads: int, inline: bool = False
+) -> dict[str, list[dict]]:
     run = (lambda fn, *a: fn(*a)) if inline else isolated
     runs: dict[str, list[dict]] = {}
     for r in range(repeats):
@@ -114,8 +148,14 @@ def _round_robin(jobs: list[tuple[str, str, int]], repeats: int, size: int, thre
             record = run(measure, contender, scale, size, steps, threads)
             record["loadavg"] = machine()["loadavg"][0]
             runs.setdefault(key, []).append(record)
-            logging.info("round %d %s: %.2f s (%.3f s/step), +%.0f MiB", r, key, record["seconds"],
-                         record["seconds_per_step"], record["peak_rss_growth_mb"])
+            logging.info(
+                "round %d %s: %.2f s (%.3f s/step), +%.0f MiB",
+                r,
+                key,
+                record["seconds"],
+                record["seconds_per_step"],
+                record["peak_rss_growth_mb"],
+            )
     return runs
 
 
@@ -131,7 +171,9 @@ def _summary(runs: list[dict], total_steps: int, members_sequential: int) -> dic
         "seconds_measured_median": median([r["seconds"] for r in runs]),
         "seconds_full_protocol": per_step * total_steps * members_sequential,
         "extrapolated": not (full and members_sequential == 1),
-        "network_evaluations_full_protocol": runs[0]["network_evaluations"] // runs[0]["steps"] * total_steps
+        "network_evaluations_full_protocol": runs[0]["network_evaluations"]
+        // runs[0]["steps"]
+        * total_steps
         * members_sequential,
         "peak_rss_growth_mb_median": median([r["peak_rss_growth_mb"] for r in runs]),
     }
@@ -151,10 +193,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.probe_steps, args.repeats, args.scales, args.full_reference_tiny = 32, 2, 1, ["quick"], False
+        args.size, args.probe_steps, args.repeats, args.scales, args.full_reference_tiny = (
+            32,
+            2,
+            1,
+            ["quick"],
+            False,
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    results: dict[str, Any] = {"benchmark": "sampling_speed", "quick": args.quick, "machine": machine(),
-                               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "scales": {}}
+    results: dict[str, Any] = {
+        "benchmark": "sampling_speed",
+        "quick": args.quick,
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "scales": {},
+    }
     for scale in args.scales:
         if scale == "B":
             jobs = [("reference", "B", args.probe_steps_b), ("batch5", "B", args.probe_steps_b)]
@@ -165,30 +218,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             med["extrapolated"] = True
             results["scales"]["B"] = {"reference": ref, "medseg": med, "runs": runs}
         else:
-            jobs = [("reference", scale, args.probe_steps), ("medseg", scale, 20), ("lucidrains", scale, args.probe_steps)]
+            jobs = [
+                ("reference", scale, args.probe_steps),
+                ("medseg", scale, 20),
+                ("lucidrains", scale, args.probe_steps),
+            ]
             if scale == "tiny":
                 jobs = jobs[:2]  # lucidrains cannot be made this small (GroupNorm(8) needs dim >= 8)
             if scale == "quick":
                 jobs = [("reference", scale, 2), ("medseg", scale, 2), ("lucidrains", scale, 2)]
+            if not lucidrains_available():
+                jobs = [j for j in jobs if j[0] != "lucidrains"]
             runs = _round_robin(jobs, args.repeats, args.size, args.threads, inline=args.quick)
             entry: dict[str, Any] = {"runs": runs}
             for contender, _, steps in jobs:
                 total = 1000 if contender != "medseg" else steps
-                entry[contender] = _summary(runs[f"{scale}/{contender}/{steps}"], total,
-                                            MEMBERS if contender != "medseg" else 1)
+                entry[contender] = _summary(
+                    runs[f"{scale}/{contender}/{steps}"], total, MEMBERS if contender != "medseg" else 1
+                )
             if scale == "tiny" and args.full_reference_tiny:
-                full = [isolated(measure, "reference", "tiny", args.size, 1000, args.threads) for _ in range(1)]
+                full = [
+                    isolated(measure, "reference", "tiny", args.size, 1000, args.threads) for _ in range(1)
+                ]
                 entry["reference_one_member_full_1000"] = {
-                    "seconds": full[0]["seconds"], "seconds_per_step": full[0]["seconds_per_step"],
+                    "seconds": full[0]["seconds"],
+                    "seconds_per_step": full[0]["seconds_per_step"],
                     "peak_rss_growth_mb": full[0]["peak_rss_growth_mb"],
                     "predicted_from_probe": entry["reference"]["seconds_per_step_median"] * 1000,
                 }
             results["scales"][scale] = entry
         s = results["scales"][scale]
-        s["speedup_medseg_vs_reference"] = s["reference"]["seconds_full_protocol"] / s["medseg"]["seconds_full_protocol"]
+        s["speedup_medseg_vs_reference"] = (
+            s["reference"]["seconds_full_protocol"] / s["medseg"]["seconds_full_protocol"]
+        )
         if "lucidrains" in s:
             s["speedup_medseg_vs_lucidrains"] = (
-                s["lucidrains"]["seconds_full_protocol"] / s["medseg"]["seconds_full_protocol"])
+                s["lucidrains"]["seconds_full_protocol"] / s["medseg"]["seconds_full_protocol"]
+            )
         results["machine"]["loadavg_end"] = machine()["loadavg"]
         write_json(args.out, results)
     return results

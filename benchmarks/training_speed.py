@@ -30,7 +30,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import isolated, machine, median, peak_rss_mb, reset_peak_rss, rss_mb, write_json
+from benchmarks._common import (
+    isolated,
+    lucidrains_available,
+    machine,
+    median,
+    peak_rss_mb,
+    reset_peak_rss,
+    rss_mb,
+    write_json,
+)
 
 __all__ = ["main", "measure"]
 
@@ -45,7 +54,9 @@ def _setup(contender: str, size: int, batch: int, channels: tuple[int, ...]):
     if contender == "lucidrains":
         from med_seg_diff_pytorch import MedSegDiff, Unet
 
-        net = Unet(dim=channels[0], image_size=size, mask_channels=3, input_img_channels=1, dim_mults=(1, 2, 4, 8))
+        net = Unet(
+            dim=channels[0], image_size=size, mask_channels=3, input_img_channels=1, dim_mults=(1, 2, 4, 8)
+        )
         model = MedSegDiff(net, timesteps=1000, objective="pred_x0", beta_schedule="linear")
         params = sum(p.numel() for p in net.parameters())
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -64,16 +75,28 @@ def _setup(contender: str, size: int, batch: int, channels: tuple[int, ...]):
     from medseg.inferers import make_scheduler
     from medseg.networks import MedSegDiffUNet
 
-    net = MedSegDiffUNet(2, 1, 3, channels=channels, num_res_blocks=1,
-                         attention_levels=(False,) * (len(channels) - 1) + (True,), norm_num_groups=min(8, channels[0]),
-                         num_head_channels=8)
+    net = MedSegDiffUNet(
+        2,
+        1,
+        3,
+        channels=channels,
+        num_res_blocks=1,
+        attention_levels=(False,) * (len(channels) - 1) + (True,),
+        norm_num_groups=min(8, channels[0]),
+        num_head_channels=8,
+    )
     params = sum(p.numel() for p in net.parameters())
     memory_format = torch.channels_last if contender == "medseg_channels_last" else torch.contiguous_format
     net = net.to(memory_format=memory_format)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    prepare = ConditionalDiffusionPrepareBatch(make_scheduler("ddpm", 1000, prediction_type="sample"), 3, seed=0)
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if contender == "medseg_bf16" \
+    prepare = ConditionalDiffusionPrepareBatch(
+        make_scheduler("ddpm", 1000, prediction_type="sample"), 3, seed=0
+    )
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if contender == "medseg_bf16"
         else contextlib.nullcontext
+    )
 
     def step() -> float:
         x_t, target, _, kw = prepare({"image": image, "label": label})
@@ -90,8 +113,9 @@ def _setup(contender: str, size: int, batch: int, channels: tuple[int, ...]):
     return step, params
 
 
-def measure(contender: str, size: int, batch: int, channels: tuple[int, ...], warmup: int, steps: int,
-            threads: int) -> dict[str, Any]:
+def measure(
+    contender: str, size: int, batch: int, channels: tuple[int, ...], warmup: int, steps: int, threads: int
+) -> dict[str, Any]:
     """Time ``steps`` training steps of one contender after ``warmup`` steps, in this process."""
     torch.set_num_threads(threads)
     step, params = _setup(contender, size, batch, channels)
@@ -103,12 +127,20 @@ def measure(contender: str, size: int, batch: int, channels: tuple[int, ...], wa
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - began
-    return {"contender": contender, "params": params, "seconds": seconds, "seconds_per_step": seconds / steps,
-            "samples_per_second": batch * steps / seconds, "peak_rss_growth_mb": peak_rss_mb() - base,
-            "loadavg": machine()["loadavg"][0]}
+    return {
+        "contender": contender,
+        "params": params,
+        "seconds": seconds,
+        "seconds_per_step": seconds / steps,
+        "samples_per_second": batch * steps / seconds,
+        "peak_rss_growth_mb": peak_rss_mb() - base,
+        "loadavg": machine()["loadavg"][0],
+    }
 
 
-def profile(size: int, batch: int, channels: tuple[int, ...], steps: int, threads: int, rows: int = 15) -> dict:
+def profile(
+    size: int, batch: int, channels: tuple[int, ...], steps: int, threads: int, rows: int = 15
+) -> dict:
     """Top operators (self CPU time) of ``steps`` medseg training steps under ``torch.profiler``."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -124,8 +156,12 @@ def profile(size: int, batch: int, channels: tuple[int, ...], steps: int, thread
     return {
         "steps": steps,
         "top_ops": [
-            {"name": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3 / steps,
-             "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps}
+            {
+                "name": e.key,
+                "self_cpu_ms": e.self_cpu_time_total / 1e3 / steps,
+                "share": e.self_cpu_time_total / total,
+                "calls_per_step": e.count / steps,
+            }
             for e in events[:rows]
         ],
     }
@@ -146,18 +182,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.quick:
-        args.size, args.batch, args.channels, args.warmup, args.steps, args.repeats = 32, 2, [8, 8, 8, 8], 1, 1, 1
+        args.size, args.batch, args.channels, args.warmup, args.steps, args.repeats = (
+            32,
+            2,
+            [8, 8, 8, 8],
+            1,
+            1,
+            1,
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = (lambda fn, *a: fn(*a)) if args.quick else isolated
+    if not lucidrains_available():
+        logging.warning("med-seg-diff-pytorch is not installed: its contender is left out")
+        args.contenders = [c for c in args.contenders if c != "lucidrains"]
     channels = tuple(args.channels)
-    results: dict[str, Any] = {"benchmark": "training_speed", "quick": args.quick, "machine": machine(),
-                               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "runs": {}}
+    results: dict[str, Any] = {
+        "benchmark": "training_speed",
+        "quick": args.quick,
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "runs": {},
+    }
     for r in range(args.repeats):
         for contender in args.contenders:
-            record = run(measure, contender, args.size, args.batch, channels, args.warmup, args.steps, args.threads)
+            record = run(
+                measure, contender, args.size, args.batch, channels, args.warmup, args.steps, args.threads
+            )
             results["runs"].setdefault(contender, []).append(record)
-            logging.info("round %d %s: %.1f samples/s, +%.0f MiB", r, contender, record["samples_per_second"],
-                         record["peak_rss_growth_mb"])
+            logging.info(
+                "round %d %s: %.1f samples/s, +%.0f MiB",
+                r,
+                contender,
+                record["samples_per_second"],
+                record["peak_rss_growth_mb"],
+            )
     summary = {}
     for contender, runs in results["runs"].items():
         summary[contender] = {
@@ -171,7 +229,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         entry["throughput_vs_medseg_fp32"] = entry["samples_per_second_median"] / base if base else None
     results["summary"] = summary
     if args.profile:
-        results["profile"] = run(profile, args.size, args.batch, channels, 1 if args.quick else 3, args.threads)
+        results["profile"] = run(
+            profile, args.size, args.batch, channels, 1 if args.quick else 3, args.threads
+        )
     results["machine"]["loadavg_end"] = machine()["loadavg"]
     write_json(args.out, results)
     return results

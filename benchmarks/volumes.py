@@ -37,8 +37,16 @@ def _volume(crop: int | None) -> torch.Tensor:
     return volume[:, :crop, :crop, :crop] if crop else volume
 
 
-def measure(method: str, members: int, steps: int, roi: int, crop: int | None, threads: int,
-            slice_batch_size: int = 8, sw_batch_size: int = 2) -> dict[str, Any]:
+def measure(
+    method: str,
+    members: int,
+    steps: int,
+    roi: int,
+    crop: int | None,
+    threads: int,
+    slice_batch_size: int = 8,
+    sw_batch_size: int = 2,
+) -> dict[str, Any]:
     """Segment the volume once with ``method`` (``slicewise`` or ``sliding_window``) in this process."""
     from monai.transforms import DivisiblePad
 
@@ -49,8 +57,16 @@ def measure(method: str, members: int, steps: int, roi: int, crop: int | None, t
     torch.manual_seed(0)
     volume = _volume(crop)
     dims = 2 if method == "slicewise" else 3
-    net = MedSegDiffUNet(dims, 1, 3, channels=(4, 8), num_res_blocks=1, attention_levels=(False, False),
-                         norm_num_groups=2, num_head_channels=4).eval()
+    net = MedSegDiffUNet(
+        dims,
+        1,
+        3,
+        channels=(4, 8),
+        num_res_blocks=1,
+        attention_levels=(False, False),
+        norm_num_groups=2,
+        num_head_channels=4,
+    ).eval()
     params = sum(p.numel() for p in net.parameters())
     scheduler = make_scheduler("ddim", 1000, prediction_type="sample")
     base = rss_mb()
@@ -59,19 +75,43 @@ def measure(method: str, members: int, steps: int, roi: int, crop: int | None, t
     if method == "slicewise":
         pad = DivisiblePad(k=(2, 2, 1), method="end")
         padded = torch.as_tensor(pad(torch.as_tensor(volume)))
-        result = slicewise_inference(net, padded, scheduler, num_channels=3, num_members=members,
-                                     num_inference_steps=steps, axis=2, slice_batch_size=slice_batch_size)
+        result = slicewise_inference(
+            net,
+            padded,
+            scheduler,
+            num_channels=3,
+            num_members=members,
+            num_inference_steps=steps,
+            axis=2,
+            slice_batch_size=slice_batch_size,
+        )
         mask = result.mask[:, : volume.shape[1], : volume.shape[2]]
     else:
-        result = sliding_window_ensemble_inference(net, volume, scheduler, roi_size=(roi,) * 3, num_channels=3,
-                                                   num_members=members, num_inference_steps=steps, overlap=0.25,
-                                                   sw_batch_size=sw_batch_size)
+        result = sliding_window_ensemble_inference(
+            net,
+            volume,
+            scheduler,
+            roi_size=(roi,) * 3,
+            num_channels=3,
+            num_members=members,
+            num_inference_steps=steps,
+            overlap=0.25,
+            sw_batch_size=sw_batch_size,
+        )
         mask = result.mask
     seconds = time.perf_counter() - began
-    return {"method": method, "params": params, "volume_shape": list(volume.shape[1:]),
-            "mask_shape": list(mask.shape[1:]), "members": members, "steps": steps, "seconds": seconds,
-            "network_evaluations": result.network_evaluations, "peak_rss_growth_mb": peak_rss_mb() - base,
-            "loadavg": machine()["loadavg"][0]}
+    return {
+        "method": method,
+        "params": params,
+        "volume_shape": list(volume.shape[1:]),
+        "mask_shape": list(mask.shape[1:]),
+        "members": members,
+        "steps": steps,
+        "seconds": seconds,
+        "network_evaluations": result.network_evaluations,
+        "peak_rss_growth_mb": peak_rss_mb() - base,
+        "loadavg": machine()["loadavg"][0],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -89,14 +129,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         crop, args.members, args.steps, args.roi = 16, 2, 1, 8
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = (lambda fn, *a: fn(*a)) if args.quick else isolated
-    results: dict[str, Any] = {"benchmark": "volumes", "quick": args.quick, "machine": machine(),
-                               "settings": {k: v for k, v in vars(args).items() if k != "out"}, "runs": {}}
+    results: dict[str, Any] = {
+        "benchmark": "volumes",
+        "quick": args.quick,
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "runs": {},
+    }
     for _ in range(args.repeats):
         for method in ("slicewise", "sliding_window"):
             record = run(measure, method, args.members, args.steps, args.roi, crop, args.threads)
             results["runs"].setdefault(method, []).append(record)
-            logging.info("%s: %.1f s, %d evaluations, +%.0f MiB", method, record["seconds"],
-                         record["network_evaluations"], record["peak_rss_growth_mb"])
+            logging.info(
+                "%s: %.1f s, %d evaluations, +%.0f MiB",
+                method,
+                record["seconds"],
+                record["network_evaluations"],
+                record["peak_rss_growth_mb"],
+            )
             write_json(args.out, results)
     results["machine"]["loadavg_end"] = machine()["loadavg"]
     write_json(args.out, results)
