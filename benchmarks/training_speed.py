@@ -7,6 +7,8 @@ Contenders (3-class masks, one image channel, batch ``--batch`` at ``--size`` x 
 * ``medseg_channels_last``: the same with model and inputs in ``torch.channels_last``.
 * ``medseg_bf16``: the same under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (FF-Parser and Eq. 3 stay
   in float32 inside the network).
+* ``medseg_fused_adamw``: the same with ``torch.optim.AdamW(fused=True)`` (one kernel for all parameters; the
+  profile shows the per-parameter AdamW loop as a large share of a small network's step on CPU).
 * ``lucidrains``: ``med_seg_diff_pytorch.Unet(dim=8, dim_mults=(1, 2, 4, 8))`` (0.96 M parameters) inside its
   ``MedSegDiff`` wrapper (``objective="pred_x0"``), whose ``forward`` returns the loss.
 
@@ -43,7 +45,7 @@ from benchmarks._common import (
 
 __all__ = ["main", "measure"]
 
-CONTENDERS = ("medseg", "medseg_channels_last", "medseg_bf16", "lucidrains")
+CONTENDERS = ("medseg", "medseg_channels_last", "medseg_bf16", "medseg_fused_adamw", "lucidrains")
 
 
 def _setup(contender: str, size: int, batch: int, channels: tuple[int, ...]):
@@ -88,7 +90,7 @@ def _setup(contender: str, size: int, batch: int, channels: tuple[int, ...]):
     params = sum(p.numel() for p in net.parameters())
     memory_format = torch.channels_last if contender == "medseg_channels_last" else torch.contiguous_format
     net = net.to(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=contender == "medseg_fused_adamw" or None)
     prepare = ConditionalDiffusionPrepareBatch(
         make_scheduler("ddpm", 1000, prediction_type="sample"), 3, seed=0
     )
