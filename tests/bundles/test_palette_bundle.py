@@ -71,6 +71,7 @@ def test_task_trains_samples_and_evaluates(task: str, tmp_path: Path) -> None:
         "device": "cpu",
         "max_images": 2,
         "num_inference_steps": 2,
+        "crops_per_image": 2,  # two test crops of the one held-out photograph
     }
     _run("inference.json", {**common, "output_dir": str(tmp_path / "out"), "num_samples": 2})
     suffix = ".png" if task == "colorization" else ".nii.gz"

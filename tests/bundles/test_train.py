@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_resume_after_interruption_continues_with_the_same_state(
     saved = {
         "network": _state(first.parser.get_parsed_content("network")),
         "ema": _state(first.parser.get_parsed_content("ema_model")),
-        "optimizer": first.parser.get_parsed_content("optimizer").state_dict(),
+        "optimizer": copy.deepcopy(first.parser.get_parsed_content("optimizer").state_dict()),
     }
 
     second = _workflow(bundle, tiny_datalist, tmp_path, batch_size=1, max_epochs=3, val_interval=10)
@@ -90,7 +91,7 @@ def test_resume_after_interruption_continues_with_the_same_state(
         seen["epoch"], seen["iteration"] = engine.state.epoch, engine.state.iteration
         seen["network"] = _state(second.parser.get_parsed_content("network"))
         seen["ema"] = _state(second.parser.get_parsed_content("ema_model"))
-        seen["optimizer"] = second.parser.get_parsed_content("optimizer").state_dict()
+        seen["optimizer"] = copy.deepcopy(second.parser.get_parsed_content("optimizer").state_dict())
 
     trainer.add_event_handler(Events.STARTED, snapshot)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: iterations.append(e.state.iteration))
@@ -98,6 +99,7 @@ def test_resume_after_interruption_continues_with_the_same_state(
     assert (seen["epoch"], seen["iteration"]) == (1, 5)  # 1 epoch completed, 2 iterations into epoch 2
     for key in ("network", "ema"):
         assert all(torch.equal(seen[key][k], v) for k, v in saved[key].items()), key
+    assert saved["optimizer"]["state"]  # Adam moments and step counts, restored exactly
     for pid, state in saved["optimizer"]["state"].items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(seen["optimizer"]["state"][pid][name]), torch.as_tensor(value))
