@@ -100,7 +100,6 @@ def test_verify_net_in_out_with_the_single_input_model(tiny_weights) -> None:
     configs = BUNDLES / bundle / "configs"
     overrides = {
         "ckpt_path": ckpt,
-        "device": "cpu",
         "num_ensemble": 1,
         "num_inference_steps": 2,
         **TINY_NETWORKS[bundle],
