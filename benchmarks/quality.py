@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--ddpm-models", nargs="*", default=["medsegdiff", "segdiff"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="quality", help="benchmark name in the JSON (e.g. quality_budget)")
     args = parser.parse_args(argv)
     if args.quick:
         args.iterations, args.batch, args.downsample, args.size, args.test_step = 3, 2, 8, 32, 15
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test", downsample=args.downsample, size=(args.size,) * 2, slice_step=args.test_step
     )
     results: dict[str, Any] = {
-        "benchmark": "quality",
+        "benchmark": args.name,
         "quick": args.quick,
         "machine": machine(),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "models")},
@@ -356,7 +357,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     sampler=f"its own DDIM (eta=1), {main_steps} steps, {main_members} members, mean",
                 )
             else:
-                top = max(max(args.members), main_members)
+                sweeps = name in ("medsegdiff", "segdiff")
+                top = max(max(args.members), main_members) if sweeps else main_members
                 members, seconds, evals = sample_medseg(
                     ema, test_images, "ddim", main_steps, top, args.timesteps, args.seed
                 )
@@ -366,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     network_evaluations=evals * main_members // top,
                     sampler=f"DDIM eta=0, {main_steps} steps, {main_members} members, mean fusion",
                 )
-                if name in ("medsegdiff", "segdiff"):
+                if sweeps:
                     results["members_sweep"][name] = {
                         str(m): evaluate(members[:, :m].mean(1), test_labels, spacing) for m in args.members
                     }

@@ -71,10 +71,12 @@ def _machine_line(data: dict[str, Any]) -> str:
     loads = [f"{x['loadavg'][0]:.1f}" for x in machines if "loadavg" in x]
     loads += [f"{x['loadavg_end'][0]:.1f}" for x in machines if "loadavg_end" in x]
     jobs = max(len(x.get("background_jobs", [])) for x in machines)
+    threads = data.get("settings", {}).get("threads", m.get("torch_threads"))
     return (
-        f"Machine: {m.get('nproc')} x {m.get('cpu_model')}, torch {m.get('torch')}, {m.get('torch_threads')} "
-        f"torch thread(s) per process; 1-min load average {', '.join(loads)} (start/end), {jobs} other "
-        f"training job(s) running. Files: {', '.join(data.get('files', []))}."
+        f"Machine: {m.get('nproc')} x {m.get('cpu_model')} CPU cores (no GPU), torch {m.get('torch')}, {threads} "
+        f"torch thread(s) per measuring process, run under `nice`; 1-min load average {', '.join(loads)} "
+        f"(start/end of each file), up to {jobs} other training/test job(s) sharing the cores. "
+        f"Files: {', '.join(data.get('files', []))}."
     )
 
 
@@ -126,7 +128,7 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
         _machine_line(q),
         "",
         f"Task: training slab z in [20, 85) ({task.get('train_slices')} slices), test slab z in [105, 150), every "
-        f"{s.get('test_step')}th slice ({task.get('test_slices')} slices, z = {task.get('test_z')}), "
+        f"{s.get('test_step')}-th slice ({task.get('test_slices')} slices, z = {task.get('test_z')}), "
         f"downsampled {s.get('downsample')}x in-plane ({task.get('pixel_mm')} mm pixels) and cropped/padded to "
         f"{task.get('size')}. Training budget, the same for every trained model: {s.get('iterations')} AdamW "
         f"iterations at batch {s.get('batch')}, lr {s.get('lr')}, random left/right flips, EMA {s.get('ema_decay')} "
