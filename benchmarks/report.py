@@ -228,6 +228,41 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
     return lines
 
 
+def _budget(qb: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
+    """Same models, same settings, a longer training budget (``quality --name quality_budget``)."""
+    s = qb.get("settings", {})
+    lines = [
+        "### A longer training budget",
+        "",
+        _machine_line(qb),
+        "",
+        f"Reproduce: `python -m benchmarks.quality --name quality_budget --out "
+        f"benchmarks/results/quality_budget.json --iterations {s.get('iterations')} --models unet medsegdiff "
+        "--steps 20 --members 5 --ddpm-models` (everything else as above).",
+        "",
+        "| model | iterations | train s | GM Dice | GM ECE | WM Dice | WM ECE | mean Brier |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = []
+    for source in (base or {}, qb):
+        for name, m in source.get("models", {}).items():
+            if "metrics" not in m or not m.get("train") or name not in qb.get("models", {}):
+                continue
+            c, tr = m["metrics"]["classes"], m["train"]
+            rows.append(
+                (
+                    name,
+                    tr["iterations"],
+                    f"| {LABELS[name]} | {tr['iterations']} | {tr['train_seconds']:.0f} | "
+                    f"{_f(c['grey matter']['dice'])} | {_f(c['grey matter']['ece'])} | "
+                    f"{_f(c['white matter']['dice'])} | {_f(c['white matter']['ece'])} | "
+                    f"{_f(m['metrics']['brier'], 4)} |",
+                )
+            )
+    lines += [r[2] for r in sorted(rows)]
+    return [*lines, ""]
+
+
 def _sampling(sp: dict[str, Any]) -> list[str]:
     lines = [
         "## Sampling speed and memory: one 256 x 256 slice, 5-member ensemble",
@@ -346,6 +381,8 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
         if "quality" in results
         else ["## Quality", "", "not run", ""]
     )
+    if "quality_budget" in results:
+        lines += _budget(results["quality_budget"], results.get("quality"))
     lines += (
         _sampling(results["sampling_speed"])
         if "sampling_speed" in results
