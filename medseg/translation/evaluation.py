@@ -2,7 +2,8 @@
 
 Metrics (images in [0, 1]; every sample scored on its own, then averaged):
 
-* ``psnr`` and ``ssim`` over the whole image (``monai.metrics.PSNRMetric``, ``SSIMMetric``);
+* ``psnr`` and ``ssim`` over the whole image (``monai.metrics.PSNRMetric``, capped at 60 dB per image,
+  and ``SSIMMetric`` with a 7-pixel window);
 * ``l1``: mean absolute error over the generated region (the mask for inpainting / uncropping, the whole
   image for JPEG and colorization);
 * ``diversity``: mean absolute difference between two samples of the same input over that region, averaged
@@ -39,6 +40,7 @@ from medseg.translation.sampling import translate
 from medseg.translation.tasks import PaletteDegradationd, PaletteTask, task_spec
 
 __all__ = [
+    "PSNR_CAP_DB",
     "OutputFormat",
     "TranslationResult",
     "baseline_predictions",
@@ -52,6 +54,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Upper bound of the per-image PSNR (dB), so an exact fill does not make the mean infinite.
+PSNR_CAP_DB = 60.0
 
 
 class OutputFormat(StrEnum):
@@ -190,7 +195,8 @@ def baseline_predictions(result: TranslationResult) -> dict[str, torch.Tensor]:
 def _score(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> dict[str, float]:
     """PSNR / SSIM (whole image) and region L1 of ``(N, C, H, W)`` predictions in [-1, 1]."""
     p, t = (pred.clamp(-1, 1) + 1) / 2, (target + 1) / 2
-    psnr = PSNRMetric(max_val=1.0, reduction="none")(p, t)
+    # capped: a region that lies entirely on flat background can be filled exactly (infinite PSNR)
+    psnr = PSNRMetric(max_val=1.0, reduction="none")(p, t).clamp(max=PSNR_CAP_DB)
     win = min(7, *p.shape[-2:])
     win -= 1 - win % 2
     ssim = SSIMMetric(spatial_dims=2, data_range=1.0, win_size=win, reduction="none")(p, t)

@@ -34,6 +34,7 @@ def test_metrics_of_perfect_and_diverse_samples() -> None:
     perfect = _result(base.target[:, None].repeat(1, 2, 1, 1, 1))
     m = translation_metrics(perfect)
     assert m["model"]["l1"] == 0.0 and m["model"]["diversity"] == 0.0 and m["model"]["ssim"] > 0.99
+    assert m["model"]["psnr"] == 60.0  # an exact fill is capped, not infinite
     shifted = perfect.samples.clone()
     shifted[:, 1] += (
         0.2 * perfect.mask
