@@ -70,7 +70,10 @@ def test_metadata_fields(bundle: str) -> None:
     dice = meta["eval_metrics"]
     assert 0.0 < dice["dice_grey_matter"] <= 1.0 and 0.0 < dice["dice_white_matter"] <= 1.0
     readme = (BUNDLES / bundle / "docs" / "README.md").read_text()
-    assert f"{dice['dice_grey_matter']:.3f}" in readme and f"{dice['dice_white_matter']:.3f}" in readme
+    row = next(line for line in readme.splitlines() if line.startswith("| this model |"))
+    gm, wm = (float(v) for v in row.split("|")[2:4])
+    assert gm == pytest.approx(dice["dice_grey_matter"], abs=1e-3)
+    assert wm == pytest.approx(dice["dice_white_matter"], abs=1e-3)
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
