@@ -346,9 +346,11 @@ def _volumes(vo: dict[str, Any]) -> list[str]:
         "",
         _machine_line(vo),
         "",
-        f"Reproduce: `python -m benchmarks.volumes --out benchmarks/results/volumes.json`. Tiny untrained "
-        f"MedSegDiffUNet, channels (4, 8), no attention (2D for slice-wise, 3D for the sliding window, roi "
-        f"{s.get('roi')}^3, overlap 0.25); DDIM {s.get('steps')} steps, {s.get('members')} members.",
+        f"Reproduce: `python -m benchmarks.volumes --out benchmarks/results/volumes.json --steps {s.get('steps')}`. Tiny "
+        "untrained MedSegDiffUNet, channels (4, 8, 16, 32), one residual block per stage, attention only in the "
+        f"middle block (1/8 resolution); 2D for slice-wise (volume padded to 200 x 240 in-plane, 8 slices per "
+        f"batch), 3D for the sliding window (roi {s.get('roi')}^3, overlap 0.25, Gaussian blending, 2 windows per "
+        f"batch); DDIM {s.get('steps')} steps, {s.get('members')} members, mean fusion.",
         "",
         "| method | params | evaluations | seconds | peak RSS growth MiB | output shape |",
         "|---|---|---|---|---|---|",

@@ -3,12 +3,16 @@
 Both segment the full T1 template with a 5-member DDIM ensemble (``--steps`` steps) and untrained tiny
 networks (cost does not depend on the weights):
 
-* ``slicewise``: ``slicewise_inference`` along z with a 2D ``MedSegDiffUNet`` of channels (4, 8), no
-  attention, ``slice_batch_size`` slices at a time. ``slicewise_inference`` does not pad, so the volume is
-  first padded to a multiple of the network's downsampling factor (2) in-plane (198 x 234) and the result
-  cropped back.
-* ``sliding_window``: ``sliding_window_ensemble_inference`` with a 3D ``MedSegDiffUNet`` of channels (4, 8),
-  no attention, windows of ``--roi``^3 voxels, overlap 0.25, Gaussian blending.
+* ``slicewise``: ``slicewise_inference`` along z with a 2D ``MedSegDiffUNet`` of channels (4, 8, 16, 32)
+  (attention only in the middle block, at 1/8 resolution), ``slice_batch_size`` slices at a time.
+  ``slicewise_inference`` does not pad, so the volume is first padded to a multiple of the network's
+  downsampling factor (8) in-plane (200 x 240) and the result cropped back.
+* ``sliding_window``: ``sliding_window_ensemble_inference`` with the same network in 3D, windows of
+  ``--roi``^3 voxels, overlap 0.25, Gaussian blending.
+
+With a shallower network (channels (4, 8)) the middle-block attention runs over 99 x 117 tokens per slice and
+asks for 43 GB; the volume is read as a plain tensor (a MetaTensor input makes every network op go through
+MONAI's MetaTensor wrapper inside ``slicewise_inference``).
 
 Each runs in a fresh process; time and peak RSS growth (VmHWM reset after set-up, minus VmRSS after set-up)
 are recorded, with the network evaluations. Usage:
@@ -34,6 +38,9 @@ def _volume(crop: int | None) -> torch.Tensor:
     from medseg.data import load_image, mni_tissue_sample
 
     volume = load_image(mni_tissue_sample()["image"], ndim=3)
+    volume = (
+        volume.as_tensor()
+    )  # plain tensor: a MetaTensor would route every network op through MONAI's wrapper
     return volume[:, :crop, :crop, :crop] if crop else volume
 
 
@@ -61,11 +68,16 @@ def measure(
         dims,
         1,
         3,
-        channels=(4, 8),
+        channels=(4, 8, 16, 32),
         num_res_blocks=1,
-        attention_levels=(False, False),
-        norm_num_groups=2,
-        num_head_channels=4,
+        attention_levels=(
+            False,
+            False,
+            False,
+            False,
+        ),  # the middle block keeps its attention (1/8 resolution)
+        norm_num_groups=4,
+        num_head_channels=8,
     ).eval()
     params = sum(p.numel() for p in net.parameters())
     scheduler = make_scheduler("ddim", 1000, prediction_type="sample")
@@ -73,7 +85,7 @@ def measure(
     reset_peak_rss()
     began = time.perf_counter()
     if method == "slicewise":
-        pad = DivisiblePad(k=(2, 2, 1), method="end")
+        pad = DivisiblePad(k=(8, 8, 1), method="end")
         padded = torch.as_tensor(pad(torch.as_tensor(volume)))
         result = slicewise_inference(
             net,
@@ -126,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     crop = None
     if args.quick:
-        crop, args.members, args.steps, args.roi = 16, 2, 1, 8
+        crop, args.members, args.steps, args.roi = 16, 2, 1, 16
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     run = (lambda fn, *a: fn(*a)) if args.quick else isolated
     results: dict[str, Any] = {
