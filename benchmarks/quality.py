@@ -15,8 +15,8 @@ steps (5 members) and of the ensemble size (20 DDIM steps), and 1000-step DDPM o
 beside DDIM 20 on the same subset. Ablation: MedSegDiff without FF-Parser, and without dynamic encoding
 (FF-Parser needs Eq. 3, so this is "without both").
 
-Usage: ``python -m benchmarks.quality --out benchmarks/results/quality.json`` (about an hour on 2 shared CPU
-cores); ``--quick`` runs a tiny version in seconds (tests).
+Usage: ``python -m benchmarks.quality --out benchmarks/results/quality.json`` (about 1.5 h of wall-clock on 2 CPU cores
+shared with other jobs); ``--quick`` runs a tiny version in seconds (tests).
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default="benchmarks/results/quality.json")
     parser.add_argument("--quick", action="store_true", help="tiny setting (seconds), for tests")
     parser.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS)
-    parser.add_argument("--iterations", type=int, default=600)
+    parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--ema-decay", type=float, default=0.995)

@@ -128,7 +128,7 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
         _machine_line(q),
         "",
         f"Task: training slab z in [20, 85) ({task.get('train_slices')} slices), test slab z in [105, 150), every "
-        f"{s.get('test_step')}-th slice ({task.get('test_slices')} slices, z = {task.get('test_z')}), "
+        f"slice with step {s.get('test_step')} ({task.get('test_slices')} slices, z = {task.get('test_z')}), "
         f"downsampled {s.get('downsample')}x in-plane ({task.get('pixel_mm')} mm pixels) and cropped/padded to "
         f"{task.get('size')}. Training budget, the same for every trained model: {s.get('iterations')} AdamW "
         f"iterations at batch {s.get('batch')}, lr {s.get('lr')}, random left/right flips, EMA {s.get('ema_decay')} "
@@ -136,9 +136,12 @@ def _quality(q: dict[str, Any], figures: Path, rel: str) -> list[str]:
         "1e-4..0.02; ensembles fused by the mean. Metrics per class, averaged over test slices: Dice@0.5 (argmax), "
         "HD95 in mm (MONAI), ECE (15 bins, per class), Brier (per class).",
         "",
-        "Reproduce: `python -m benchmarks.quality --out benchmarks/results/quality.json` (the run below was split in "
-        "two processes with `--models ...` and `--out benchmarks/results/quality_a.json` / `quality_b.json`; "
-        "settings in the JSON).",
+        "Reproduce (one process does all models: `python -m benchmarks.quality --out "
+        "benchmarks/results/quality.json`; the run below used three processes in parallel with "
+        "its defaults): `--out benchmarks/results/quality_a.json --models kmeans unet medsegdiff "
+        "--ddpm-slices 3 --ddpm-models medsegdiff`, `--out benchmarks/results/quality_b.json --models lucidrains "
+        "segdiff --ddpm-models`, `--out benchmarks/results/quality_c.json --models medsegdiff_no_ff "
+        "medsegdiff_no_dyn_no_ff --ddpm-models`.",
         "",
         "| model | params | train s (s/it) | sampling | evals | GM Dice | GM HD95 | GM ECE | GM Brier | WM Dice | "
         "WM HD95 | WM ECE | WM Brier |",
@@ -263,14 +266,30 @@ def _budget(qb: dict[str, Any], base: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _flags(settings: dict[str, Any]) -> str:
+    """Command-line flags that reproduce ``settings`` (argparse names)."""
+    parts = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if key == "quick":
+            continue
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
+            parts.append(f"{flag} {' '.join(map(str, value))}")
+        else:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
 def _sampling(sp: dict[str, Any]) -> list[str]:
     lines = [
         "## Sampling speed and memory: one 256 x 256 slice, 5-member ensemble",
         "",
         _machine_line(sp),
         "",
-        "Reproduce: `python -m benchmarks.sampling_speed --out benchmarks/results/sampling_speed.json` (settings "
-        f"used: `{json.dumps({k: v for k, v in sp.get('settings', {}).items() if k != 'quick'})}`).",
+        f"Reproduce: `python -m benchmarks.sampling_speed --out benchmarks/results/sampling_speed.json "
+        f"{_flags(sp.get('settings', {}))}`.",
         "",
         "| scale | protocol | params | evaluations | s / step (median, measured) | steps measured x repeats | "
         "full protocol s | extrapolated | peak RSS growth MiB |",
@@ -309,7 +328,8 @@ def _training(tr: dict[str, Any]) -> list[str]:
         "",
         _machine_line(tr),
         "",
-        f"Reproduce: `python -m benchmarks.training_speed --out benchmarks/results/training_speed.json`. Batch "
+        f"Reproduce: `python -m benchmarks.training_speed --out benchmarks/results/training_speed.json "
+        f"{_flags(s)}`. Batch "
         f"{s.get('batch')} at {s.get('size')} x {s.get('size')}, 3-class masks, {s.get('steps')} timed steps "
         f"after {s.get('warmup')} warm-up, {s.get('repeats')} interleaved rounds in fresh processes, medians.",
         "",
