@@ -79,9 +79,8 @@ def test_report_renders(results_dir, tmp_path):
 
 
 def test_report_without_results(tmp_path):
-    text = report.main(
-        ["--results", str(tmp_path), "--out", str(tmp_path / "b.md"), "--figures", str(tmp_path / "f")]
-    )
+    args = ["--results", str(tmp_path), "--out", str(tmp_path / "b.md"), "--figures", str(tmp_path / "f")]
+    text = report.main([*args, "--notes", str(tmp_path / "none.md")])
     assert text.count("not run") == 4
 
 
