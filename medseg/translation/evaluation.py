@@ -38,13 +38,13 @@ from medseg.data.writers import atomic_write
 from medseg.inferers.noise_level import NoiseConditioning
 from medseg.translation.sampling import translate
 from medseg.translation.tasks import PaletteDegradationd, PaletteTask, task_spec
+from medseg.workflows.checkpoint import load_weights
 
 __all__ = [
     "PSNR_CAP_DB",
     "OutputFormat",
     "TranslationResult",
     "baseline_predictions",
-    "load_weights",
     "palette_evaluate",
     "palette_inference",
     "run_translation",
@@ -85,18 +85,6 @@ class TranslationResult:
     mask: torch.Tensor | None
     samples: torch.Tensor
     task: str
-
-
-def load_weights(network: nn.Module, path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
-    """Load a state dict saved by the bundle (plain, or under ``model`` / ``ema`` / ``network``) into ``network``."""
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if isinstance(state, dict):
-        for key in ("model", "ema", "network"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    network.load_state_dict(state)
-    return network
 
 
 def run_translation(
