@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -131,6 +132,14 @@ def save_image(
         )
 
     def _write(tmp: str) -> None:
+        if len(spatial_shape) == 2:
+            # MONAI's NibabelWriter fails on 2D arrays; NIfTI keeps channels on its 5th axis (X, Y, 1, 1, C).
+            planes = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)[:, :, None, None]
+            image = nib.Nifti1Image(planes, affine)
+            image.set_qform(affine, code=1)
+            image.set_sform(affine, code=1)
+            nib.save(image, tmp)
+            return
         writer = NibabelWriter(output_dtype=data.dtype)
         writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
         writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)

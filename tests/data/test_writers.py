@@ -71,3 +71,18 @@ def test_crash_leaves_no_partial_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(dest, broken)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_planar_arrays_round_trip(tmp_path):
+    import torch
+    from monai.data import MetaTensor
+
+    from medseg.data import load_image, save_image
+
+    affine = torch.diag(torch.tensor([0.7, 0.8, 1.0, 1.0], dtype=torch.float64))
+    for channels in (1, 3):
+        values = torch.rand(channels, 9, 5)
+        path = save_image(MetaTensor(values, affine=affine), tmp_path / f"plane{channels}.nii.gz")
+        back = load_image(path)
+        assert torch.equal(back.as_tensor().reshape(values.shape), values)
+        assert torch.allclose(back.affine[:2, :2], affine[:2, :2])
