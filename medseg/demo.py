@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     metrics = outcome.metrics
     kmeans = _kmeans_dice(sample)
-    print(f"\n{args.bundle}: {args.ensemble} members x {args.steps} DDIM steps, fusion by STAPLE, {seconds:.0f} s")
+    print(
+        f"\n{args.bundle}: {args.ensemble} members x {args.steps} DDIM steps, fusion {segmenter.defaults['fusion']}, {seconds:.0f} s"
+    )
     print(f"{'class':<14}{'Dice':>8}{'HD95 mm':>9}{'ECE':>8}{'k-means Dice':>14}")
     for (name, scores), base in zip(metrics["classes"].items(), kmeans):
         hd95 = f"{scores['hd95']:.2f}" if scores["hd95"] is not None else "-"
