@@ -195,3 +195,31 @@ def test_invalid_inputs():
         net(x_t, t, torch.randn(2, 2, 16, 16))
     with pytest.raises(ValueError, match="timesteps"):
         net(x_t, t[:1], image)
+
+
+def test_condition_skips_add_no_parameters_and_carry_the_image() -> None:
+    torch.manual_seed(0)
+    kwargs = {"channels": (8, 16), "num_res_blocks": 1, "norm_num_groups": 4, "num_head_channels": 8}
+    summed = MedSegDiffUNet(2, 1, 2, condition_skips=True, **kwargs)
+    plain = MedSegDiffUNet(2, 1, 2, condition_skips=False, **kwargs)
+    plain.load_state_dict(summed.state_dict())  # strict: the same parameters
+    for p in summed.parameters():  # zero-initialised output layers would hide every difference
+        p.data.add_(0.05 * torch.randn_like(p))
+    plain.load_state_dict(summed.state_dict())
+    x, t, image = torch.randn(2, 2, 16, 16), torch.tensor([3, 700]), torch.randn(2, 1, 16, 16)
+    assert not torch.allclose(summed(x, t, image), plain(x, t, image), atol=1e-4)
+    # the per-scale sum is exactly the skip list of both encoders added: recompute it by hand
+    with torch.no_grad():
+        emb = summed.time_embed(t)
+        s_x, s_i = [], []
+        h_x, h_i = summed.mask_encoder.stem(x, s_x), summed.image_encoder.stem(image, s_i)
+        for level in range(2):
+            h_x = summed.mask_encoder.run_stage(level, h_x, emb, s_x)
+            h_i = summed.image_encoder.run_stage(level, h_i, emb, s_i)
+            if summed.fusion_levels[level]:
+                h_i = summed.fusion(h_i, summed.ff_parsers[str(level)](h_x))
+            if level == 0:
+                h_x = summed.mask_encoder.downsample(0, h_x, s_x)
+                h_i = summed.image_encoder.downsample(0, h_i, s_i)
+        expected = summed.decoder(h_i + h_x, [a + b for a, b in zip(s_x, s_i)], emb)
+        torch.testing.assert_close(summed(x, t, image), expected)

@@ -107,10 +107,13 @@ class MedSegDiffUNet(nn.Module):
       features"). It acts only on that path, so it needs ``use_dynamic_encoding=True``.
     * **Eq. 2**: the deepest features are summed, ``E^I + E^x``, and decoded by a UNet decoder ``D`` (middle
       block res-attention-res, then up stages with skip concatenation).
-    * **Skip connections** come from the ``x_t`` encoder. The paper's decoder ``D`` receives the
-      conditioning only through the fused embedding ``E^I + E^x`` ("E^I and E^x are added and sent to the
-      last encoding stage, followed by a standard conv decoder"), and the model is a "ResUNet" whose own
-      encoder is the ``x_t`` path; the image encoder is the conditioning branch.
+    * **Skip connections** (``condition_skips``): the paper says only that ``E^I`` and ``E^x`` "are added and
+      sent to the last encoding stage, followed by a standard conv decoder". With ``condition_skips=True``
+      (default) every skip carries the same sum at its own scale, ``E^I_k + E^x_k``; with ``False`` the
+      skips come from the ``x_t`` encoder alone and the decoder sees the image only through the deepest
+      sum. The per-scale sum adds no parameters; without it the image reaches the decoder through an
+      ``S / 2**(L-1)`` map only, and in our MNI runs white matter was then mostly labelled grey matter
+      (docs/benchmarks.md).
 
     ``MedSegDiffUNet`` deliberately has no ``encode_condition``: through Eq. 3 its image encoding depends on
     ``x_t`` and cannot be cached across sampling steps.
@@ -134,6 +137,7 @@ class MedSegDiffUNet(nn.Module):
         dropout: dropout in every residual block.
         num_head_channels: channels per self-attention head.
         time_embed_channels: time-embedding width; ``None`` = ``4 * channels[0]``.
+        condition_skips: decoder skips carry ``E^I_k + E^x_k`` (True) or ``E^x_k`` only (False).
 
     Shapes:
         ``forward(x_t (B, out_channels, *S), timesteps (B,), image (B, in_channels, *S)) -> (B, out_channels, *S)``
@@ -162,6 +166,7 @@ class MedSegDiffUNet(nn.Module):
         dropout: float = 0.0,
         num_head_channels: int = 32,
         time_embed_channels: int | None = None,
+        condition_skips: bool = False,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -225,6 +230,7 @@ class MedSegDiffUNet(nn.Module):
             "num_head_channels": num_head_channels,
         }
         self.time_embed = TimestepEmbedding(channels[0], temb)
+        self.condition_skips = bool(condition_skips)
         self.image_encoder = DiffusionEncoder(in_channels=in_channels, channels=channels, **common)
         self.mask_encoder = DiffusionEncoder(in_channels=out_channels, channels=channels, **common)
         self.fusion = AttentiveConditionFusion()
@@ -272,17 +278,20 @@ class MedSegDiffUNet(nn.Module):
         emb = self.time_embed(check_timesteps(timesteps, x_t.shape[0]))
 
         skips: list[torch.Tensor] = []
+        image_skips: list[torch.Tensor] | None = [] if self.condition_skips else None
         h_x = self.mask_encoder.stem(x_t, skips)
-        h_i = self.image_encoder.stem(image)
+        h_i = self.image_encoder.stem(image, image_skips)
         last = len(self.channels) - 1
         for level in range(last + 1):
             h_x = self.mask_encoder.run_stage(level, h_x, emb, skips)
-            h_i = self.image_encoder.run_stage(level, h_i, emb)
+            h_i = self.image_encoder.run_stage(level, h_i, emb, image_skips)
             if self.fusion_levels[level]:
                 m_x = self.ff_parsers[str(level)](h_x) if self.use_ff_parser else h_x  # Eqs. 4-6
                 h_i = self.fusion(h_i, m_x)  # Eq. 3: m_I <- (LN(m_I) * LN(m_x)) * m_I
             if level < last:
                 h_x = self.mask_encoder.downsample(level, h_x, skips)
-                h_i = self.image_encoder.downsample(level, h_i)
+                h_i = self.image_encoder.downsample(level, h_i, image_skips)
+        if image_skips is not None:
+            skips = [s_x + s_i for s_x, s_i in zip(skips, image_skips)]  # Eq. 2 at every scale
         h = h_i + h_x  # Eq. 2: E^I + E^x
         return self.decoder(h, skips, emb)  # Eq. 2: D((E^I + E^x, t), t)
