@@ -166,7 +166,7 @@ class MedSegDiffUNet(nn.Module):
         dropout: float = 0.0,
         num_head_channels: int = 32,
         time_embed_channels: int | None = None,
-        condition_skips: bool = False,
+        condition_skips: bool = True,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
