@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any, ClassVar
 
 import torch
 
 __all__ = [
+    "PresetMixin",
     "check_spatial_input",
     "check_timesteps",
     "per_level",
@@ -105,3 +109,29 @@ def check_timesteps(timesteps: torch.Tensor, batch: int) -> torch.Tensor:
             f"timesteps must have shape ({batch},) to match the batch, got {tuple(timesteps.shape)}."
         )
     return timesteps
+
+
+class PresetMixin:
+    """``preset_kwargs`` and ``from_preset`` over a network class's named sizes.
+
+    A network sets ``PRESET_NAMES`` (a ``StrEnum`` of the names) and ``PRESETS`` (name -> keyword arguments).
+    """
+
+    PRESET_NAMES: ClassVar[type[StrEnum]]
+    PRESETS: ClassVar[dict[str, dict[str, Any]]]
+
+    @classmethod
+    def preset_kwargs(cls, name: str) -> dict[str, Any]:
+        """A copy of the keyword arguments of preset ``name``."""
+        try:
+            key = cls.PRESET_NAMES(name).value
+        except ValueError:
+            raise ValueError(
+                f"Unknown {cls.__name__} preset {name!r}; choose one of {[p.value for p in cls.PRESET_NAMES]}."
+            ) from None
+        return copy.deepcopy(cls.PRESETS[key])
+
+    @classmethod
+    def from_preset(cls, name: str, spatial_dims: int, in_channels: int, out_channels: int, **overrides: Any):
+        """Build preset ``name``; ``overrides`` replace preset keywords."""
+        return cls(spatial_dims, in_channels, out_channels, **(cls.preset_kwargs(name) | overrides))

@@ -13,7 +13,6 @@ Diagram (``n = len(channels)`` stages, ``k`` = a fusion stage; see ``docs/networ
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,13 @@ from torch import nn
 from medseg.networks.blocks.condition_fusion import AttentiveConditionFusion
 from medseg.networks.blocks.ff_parser import FFParser
 from medseg.networks.blocks.unet_parts import DiffusionDecoder, DiffusionEncoder, TimestepEmbedding
-from medseg.networks.nets._common import check_spatial_input, check_timesteps, per_level, validate_unet_args
+from medseg.networks.nets._common import (
+    PresetMixin,
+    check_spatial_input,
+    check_timesteps,
+    per_level,
+    validate_unet_args,
+)
 
 __all__ = ["MEDSEGDIFF_PRESETS", "MedSegDiffPreset", "MedSegDiffUNet"]
 
@@ -90,7 +95,7 @@ def _middle_two(levels: int) -> tuple[bool, ...]:
     return tuple(start <= level <= start + 1 for level in range(levels))
 
 
-class MedSegDiffUNet(nn.Module):
+class MedSegDiffUNet(PresetMixin, nn.Module):
     """MedSegDiff's conditional noise estimator ``eps_theta(x_t, I, t) = D((E^I + E^x, t), t)`` (Eq. 2).
 
     Two encoders of identical layout, one for the raw image ``I`` and one for the noisy mask ``x_t``, each a
@@ -148,6 +153,9 @@ class MedSegDiffUNet(nn.Module):
         >>> net(torch.randn(2, 1, 32, 32), torch.tensor([3, 70]), torch.randn(2, 1, 32, 32)).shape
         torch.Size([2, 1, 32, 32])
     """
+
+    PRESET_NAMES = MedSegDiffPreset
+    PRESETS = MEDSEGDIFF_PRESETS
 
     def __init__(
         self,
@@ -241,26 +249,6 @@ class MedSegDiffUNet(nn.Module):
                     size = tuple(max(1, int(s) // 2**level) for s in sizes)
                     self.ff_parsers[str(level)] = FFParser(spatial_dims, channels[level], size)
         self.decoder = DiffusionDecoder(channels=channels, out_channels=out_channels, **common)
-
-    @staticmethod
-    def preset_kwargs(name: str) -> dict[str, Any]:
-        """A copy of the keyword arguments of preset ``name`` (``"tiny"``, ``"S"``, ``"B"``, ``"L"``)."""
-        try:
-            key = MedSegDiffPreset(name).value
-        except ValueError:
-            raise ValueError(
-                f"Unknown MedSegDiff preset {name!r}; choose one of {[p.value for p in MedSegDiffPreset]}."
-            ) from None
-        return copy.deepcopy(MEDSEGDIFF_PRESETS[key])
-
-    @classmethod
-    def from_preset(
-        cls, name: str, spatial_dims: int, in_channels: int, out_channels: int, **overrides: Any
-    ) -> MedSegDiffUNet:
-        """Build a preset size (see :data:`MEDSEGDIFF_PRESETS`); ``overrides`` replace preset keywords."""
-        kwargs = cls.preset_kwargs(name)
-        kwargs.update(overrides)
-        return cls(spatial_dims, in_channels, out_channels, **kwargs)
 
     def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Predict the noise in ``x_t``.

@@ -14,7 +14,6 @@ Diagram (see ``docs/networks.md``)::
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,13 @@ from torch import nn
 
 from medseg.networks.blocks.rrdb import RRDBEncoder
 from medseg.networks.blocks.unet_parts import DiffusionDecoder, DiffusionEncoder, TimestepEmbedding
-from medseg.networks.nets._common import check_spatial_input, check_timesteps, per_level, validate_unet_args
+from medseg.networks.nets._common import (
+    PresetMixin,
+    check_spatial_input,
+    check_timesteps,
+    per_level,
+    validate_unet_args,
+)
 
 __all__ = ["SEGDIFF_PRESETS", "SegDiffPreset", "SegDiffUNet"]
 
@@ -64,7 +69,7 @@ SEGDIFF_PRESETS: dict[str, dict[str, Any]] = {
 """Keyword presets for :class:`SegDiffUNet`; use :meth:`SegDiffUNet.from_preset`."""
 
 
-class SegDiffUNet(nn.Module):
+class SegDiffUNet(PresetMixin, nn.Module):
     """SegDiff's noise estimator ``eps_theta(x_t, I, t) = D(E(F(x_t) + G(I), t), t)``.
 
     ``F`` is a single 3x3 convolution of the current estimate ``x_t`` (the first layer of the UNet), ``G``
@@ -104,6 +109,9 @@ class SegDiffUNet(nn.Module):
         >>> net(x_t, torch.full((4,), 50), condition=cond).shape
         torch.Size([4, 1, 32, 32])
     """
+
+    PRESET_NAMES = SegDiffPreset
+    PRESETS = SEGDIFF_PRESETS
 
     def __init__(
         self,
@@ -178,26 +186,6 @@ class SegDiffUNet(nn.Module):
         # The encoder's stem convolution is F.
         self.encoder = DiffusionEncoder(in_channels=out_channels, channels=channels, **common)
         self.decoder = DiffusionDecoder(channels=channels, out_channels=out_channels, **common)
-
-    @staticmethod
-    def preset_kwargs(name: str) -> dict[str, Any]:
-        """A copy of the keyword arguments of preset ``name`` (``"tiny"``, ``"paper"``)."""
-        try:
-            key = SegDiffPreset(name).value
-        except ValueError:
-            raise ValueError(
-                f"Unknown SegDiff preset {name!r}; choose one of {[p.value for p in SegDiffPreset]}."
-            ) from None
-        return copy.deepcopy(SEGDIFF_PRESETS[key])
-
-    @classmethod
-    def from_preset(
-        cls, name: str, spatial_dims: int, in_channels: int, out_channels: int, **overrides: Any
-    ) -> SegDiffUNet:
-        """Build a preset size (see :data:`SEGDIFF_PRESETS`); ``overrides`` replace preset keywords."""
-        kwargs = cls.preset_kwargs(name)
-        kwargs.update(overrides)
-        return cls(spatial_dims, in_channels, out_channels, **kwargs)
 
     def encode_condition(self, image: torch.Tensor) -> torch.Tensor:
         """The image encoding ``G(I)``, independent of ``x_t`` and ``t``.
