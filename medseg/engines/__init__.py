@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medseg.engines.checkpoints import ResumableCheckpoint, latest_checkpoint
 from medseg.engines.evaluation import class_summary
-from medseg.engines.handlers import GradientClipHandler
+from medseg.engines.handlers import GradientClipHandler, TrainingTimeLimit
 from medseg.engines.prepare_batch import ConditionalDiffusionPrepareBatch
 from medseg.engines.single_input import SamplingSegmentationModel
 
@@ -13,6 +13,7 @@ __all__ = [
     "GradientClipHandler",
     "ResumableCheckpoint",
     "SamplingSegmentationModel",
+    "TrainingTimeLimit",
     "class_summary",
     "latest_checkpoint",
 ]

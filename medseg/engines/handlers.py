@@ -3,20 +3,27 @@
 Exponential moving average of weights is already in ignite: use ``ignite.handlers.EMAHandler(network,
 momentum=1 - decay)`` (it unwraps DistributedDataParallel, and its ``ema_model`` is an ``nn.Module`` that goes
 into ``CheckpointSaver(save_dict={"ema": ema.ema_model, ...})``). Gradient clipping is not: this module adds
-:class:`GradientClipHandler`, which fires after the backward pass and before the optimizer step.
+:class:`GradientClipHandler`, which fires after the backward pass and before the optimizer step. ignite's
+``TimeLimit`` starts its clock when it is built (in a bundle: before the datasets are cached) and has no
+``attach``; :class:`TrainingTimeLimit` measures training time only.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING
 
 import torch
+from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 
 if TYPE_CHECKING:
     from monai.engines import SupervisedTrainer
 
-__all__ = ["GradientClipHandler"]
+__all__ = ["GradientClipHandler", "TrainingTimeLimit"]
+
+logger = logging.getLogger(__name__)
 
 
 class GradientClipHandler:
@@ -77,3 +84,45 @@ class GradientClipHandler:
         self.last_norm = float(
             torch.nn.utils.clip_grad_norm_(params, self.max_norm, norm_type=self.norm_type)
         )
+
+
+class TrainingTimeLimit:
+    """Stop training after ``seconds`` of wall time, counted from the trainer's start; the run then completes.
+
+    ``engine.terminate()`` still fires ``Events.COMPLETED``, so ``CheckpointSaver(save_final=True)`` writes the
+    final model and a run stopped by the limit leaves the same files as one that reached ``max_epochs``.
+    Checked after every iteration. Evaluation inside an epoch (``ValidationHandler``) counts as training time.
+
+    Args:
+        seconds: the budget, > 0.
+
+    Example:
+        >>> TrainingTimeLimit(3600).attach(trainer)  # at most an hour, however large max_epochs is
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if seconds <= 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}.")
+        self.seconds = float(seconds)
+        self.started: float | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """Start the clock on ``Events.STARTED`` and check it on ``Events.ITERATION_COMPLETED``."""
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def _start(self, engine: Engine) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, engine: Engine) -> None:
+        if self.started is None:
+            self._start(engine)
+        elapsed = time.perf_counter() - self.started
+        if elapsed > self.seconds:
+            logger.info(
+                "training time limit of %.0f s reached at epoch %d, iteration %d: stopping",
+                self.seconds,
+                engine.state.epoch,
+                engine.state.iteration,
+            )
+            engine.terminate()

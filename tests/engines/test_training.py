@@ -13,7 +13,7 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
 
-from medseg.engines import ConditionalDiffusionPrepareBatch, GradientClipHandler
+from medseg.engines import ConditionalDiffusionPrepareBatch, GradientClipHandler, TrainingTimeLimit
 from medseg.inferers import ConditionalDiffusionInferer, make_scheduler
 
 
@@ -116,6 +116,26 @@ def test_gradient_clipping_bounds_the_norm_before_the_step() -> None:
     assert len(norms) == 2 and max(norms) <= 1e-3 * (1 + 1e-4)
     with pytest.raises(ValueError, match="max_norm"):
         GradientClipHandler(max_norm=0)
+
+
+def test_time_limit_stops_training_and_the_final_checkpoint_is_still_written(tmp_path, monkeypatch) -> None:
+    trainer = _trainer("epsilon", TinyDenoiser(), max_epochs=1000)
+    limit = TrainingTimeLimit(seconds=10.0)
+    limit.attach(trainer)
+    clock = iter(
+        range(0, 10_000, 3)
+    )  # each reading of the clock advances 3 s: the limit falls at iteration 4
+    monkeypatch.setattr("medseg.engines.handlers.time.perf_counter", lambda: float(next(clock)))
+    CheckpointSaver(
+        str(tmp_path), {"net": trainer.network}, save_final=True, final_filename="final.pt"
+    ).attach(trainer)
+    trainer.run()
+    assert (
+        trainer.state.iteration == 4 and trainer.state.epoch == 2
+    )  # 2 iterations per epoch, stopped in epoch 2
+    assert (tmp_path / "final.pt").is_file()
+    with pytest.raises(ValueError, match="seconds"):
+        TrainingTimeLimit(0)
 
 
 def test_ema_weights_track_and_round_trip_through_a_checkpoint(tmp_path) -> None:
