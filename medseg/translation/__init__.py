@@ -4,7 +4,8 @@ Tasks (:mod:`medseg.translation.tasks`): inpainting, uncropping, JPEG restoratio
 the fly from clean images. The denoiser :class:`PaletteUNet` sees ``concat(x, y_t)`` and the continuous noise
 level; training is ``monai.engines.SupervisedTrainer`` with :class:`medseg.engines.ConditionalDiffusionPrepareBatch`
 (``encode_label=False, noise_conditioning="noise_level", mask_key="mask"``) and :class:`DiffusionLoss`;
-sampling is :func:`translate` on the shared ensemble sampler. See ``docs/bundles/palette.md``.
+sampling is :func:`translate` on the shared ensemble sampler, and :class:`SamplingTranslationModel` is its
+single-input view ``x -> y`` for MONAI's ``verify_net_in_out``. See ``docs/bundles/palette.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from medseg.translation.losses import DiffusionLoss, LossNorm
 from medseg.translation.networks import PaletteUNet
 from medseg.translation.sampling import (
     ImageTranslationInferer,
+    SamplingTranslationModel,
     TranslationEvalPrepareBatch,
     fill_region_with_noise,
     translate,
@@ -53,6 +55,7 @@ __all__ = [
     "PaletteDegradationd",
     "PaletteTask",
     "PaletteUNet",
+    "SamplingTranslationModel",
     "TranslationEvalPrepareBatch",
     "TranslationResult",
     "UncropSide",

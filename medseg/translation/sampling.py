@@ -5,6 +5,9 @@ Saharia et al., "Palette", SIGGRAPH 2022, Alg. 2: start from y_T ~ N(0, I) and r
 schedule. For inpainting / uncropping the region to generate of x is filled with noise and the known pixels
 are imposed on y at every step (noised to the current level) and pasted clean at the end
 (:func:`medseg.inferers.sample_ensemble` with ``known_mode="every_step"``), so they are exactly the input's.
+
+:class:`SamplingTranslationModel` is the single-input view ``x -> y`` for tools that call ``net(image)``
+(MONAI's ``verify_net_in_out``): the whole sampling loop runs inside its ``forward``.
 """
 
 from __future__ import annotations
@@ -17,11 +20,18 @@ from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.inferers import Inferer
 from monai.networks.schedulers import Scheduler
+from torch import nn
 
 from medseg.inferers.inferer import ConditionalDiffusionInferer
-from medseg.inferers.noise_level import NoiseConditioning
+from medseg.inferers.noise_level import NoiseConditioning, check_noise_conditioning
 
-__all__ = ["ImageTranslationInferer", "TranslationEvalPrepareBatch", "fill_region_with_noise", "translate"]
+__all__ = [
+    "ImageTranslationInferer",
+    "SamplingTranslationModel",
+    "TranslationEvalPrepareBatch",
+    "fill_region_with_noise",
+    "translate",
+]
 
 
 def fill_region_with_noise(
@@ -171,6 +181,87 @@ class ImageTranslationInferer(Inferer):
             seed=self.seed,
         )
         return (samples.mean(dim=1) + 1) / 2
+
+
+class SamplingTranslationModel(nn.Module):
+    """``x (B, C_x, *sp) -> y (B, C_y, *sp)`` by diffusion sampling with a Palette denoiser.
+
+    MONAI's bundle tools (``python -m monai.bundle verify_net_in_out``) call a network with one tensor, but
+    :class:`~medseg.translation.PaletteUNet` takes ``(y_t, noise_level, x)``. This module is the translation
+    model the bundle's ``network_data_format`` describes: the degraded image x goes in, :func:`translate`
+    runs the whole reverse chain with no region mask (the whole image is generated), and the translated image
+    comes out (the mean of the samples when ``num_samples > 1``).
+
+    Args:
+        network: the denoiser ``forward(y_t, noise_level or t, x)``; its parameters are this module's.
+        scheduler: the sampling scheduler (``make_scheduler("ddim" | "ddpm", ...)``).
+        target_channels: C_y; None = ``network.target_channels`` (or C_x when the network has none).
+        num_samples: samples M drawn per image; the output is their mean.
+        num_inference_steps: sampling steps K; None = every step of ``scheduler``.
+        eta: DDIM eta (0 = deterministic DDIM).
+        noise_conditioning: how the network was trained (:class:`~medseg.inferers.NoiseConditioning`).
+        seed: seed of the samples (each call restarts from it); None = torch's global RNG.
+
+    Raises:
+        ValueError: for ``target_channels``, ``num_samples`` or ``num_inference_steps`` below 1, a negative
+            ``eta`` or an unknown ``noise_conditioning``.
+
+    Example:
+        >>> net = PaletteUNet(2, 1, 1, channels=(8, 16), attention_levels=(False, True), norm_num_groups=4)
+        >>> model = SamplingTranslationModel(net, make_scheduler("ddim"), num_inference_steps=2)
+        >>> model(torch.rand(1, 1, 16, 16) * 2 - 1).shape  # (1, 1, 16, 16), in [-1, 1]
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        scheduler: Scheduler,
+        target_channels: int | None = None,
+        num_samples: int = 1,
+        num_inference_steps: int | None = 50,
+        eta: float = 0.0,
+        noise_conditioning: str = NoiseConditioning.NOISE_LEVEL,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__()
+        if target_channels is not None and target_channels < 1:
+            raise ValueError(f"target_channels must be >= 1 or None, got {target_channels}.")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        if num_inference_steps is not None and num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1 or None, got {num_inference_steps}.")
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}.")
+        self.network = network
+        self.scheduler = scheduler
+        self.target_channels = None if target_channels is None else int(target_channels)
+        self.num_samples = int(num_samples)
+        self.num_inference_steps = None if num_inference_steps is None else int(num_inference_steps)
+        self.eta = float(eta)
+        self.noise_conditioning = check_noise_conditioning(noise_conditioning)
+        self.seed = seed
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Translate ``image`` ``(B, C_x, *sp)`` in [-1, 1] into ``(B, C_y, *sp)`` in [-1, 1].
+
+        Raises:
+            ValueError: if ``image`` has no channel and spatial dimensions.
+        """
+        if image.ndim < 3:
+            raise ValueError(f"expected an image of shape (B, C, *spatial), got {tuple(image.shape)}.")
+        samples = translate(
+            self.network,
+            image,
+            self.scheduler,
+            target_channels=self.target_channels,
+            num_samples=self.num_samples,
+            num_inference_steps=self.num_inference_steps,
+            eta=self.eta,
+            noise_conditioning=self.noise_conditioning,
+            seed=self.seed,
+        )
+        return samples.mean(dim=1)
 
 
 class TranslationEvalPrepareBatch(PrepareBatch):
