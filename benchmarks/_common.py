@@ -71,6 +71,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "loadavg": list(os.getloadavg()),
         "background_jobs": background_jobs(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 

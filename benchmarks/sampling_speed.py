@@ -26,6 +26,7 @@ tiny setting (seconds, measured in this process instead of fresh ones).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = ["main", "measure"]
 MEMBERS = 5
 
 
+@functools.lru_cache(maxsize=2)
 def _image(size: int) -> torch.Tensor:
     from medseg.data import mni_tissue_slices
 
@@ -74,18 +76,30 @@ def _medseg_net(scale: str, out_channels: int) -> torch.nn.Module:
     )
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
 def measure(
-    contender: str, scale: str, size: int, steps: int, threads: int, out_channels: int = 3
+    contender: str,
+    scale: str,
+    size: int,
+    steps: int,
+    threads: int,
+    out_channels: int = 3,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """One measurement in this process: time and peak RSS growth of ``steps`` sampling steps (or a full run).
 
     ``contender``: ``reference`` (batch 1 DDPM, one member), ``medseg`` (DDIM, 5 members batched),
     ``lucidrains`` (its p_sample at batch 1), ``batch5`` (medseg network, one DDPM step at batch 5).
-    ``steps``: steps to run; the caller extrapolates.
+    ``steps``: steps to run; the caller extrapolates. ``device``: ``cpu`` or ``cuda[:k]`` (on a GPU, one untimed
+    step runs first so that CUDA initialisation and kernel selection are not counted).
     """
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    image = _image(size)
+    image = _image(size).to(device)
     if contender == "lucidrains":
         from med_seg_diff_pytorch import MedSegDiff, Unet
 
@@ -93,36 +107,49 @@ def measure(
         net = Unet(
             dim=dim, image_size=size, mask_channels=out_channels, input_img_channels=1, dim_mults=(1, 2, 4, 8)
         )
-        diffusion = MedSegDiff(net, timesteps=1000).eval()
+        diffusion = MedSegDiff(net, timesteps=1000).eval().to(device)
         params = sum(p.numel() for p in net.parameters())
+        x = torch.randn(1, out_channels, size, size, device=device)
+        if device != "cpu":
+            with torch.no_grad():
+                diffusion.p_sample(x, 999, image)
+        _sync(device)
         base = rss_mb()
         reset_peak_rss()
         began = time.perf_counter()
         with torch.no_grad():
-            x = torch.randn(1, out_channels, size, size)
             for t in range(999, 999 - steps, -1):
                 x, _ = diffusion.p_sample(x, t, image)
+        _sync(device)
         seconds = time.perf_counter() - began
         evaluations = steps
     else:
         from medseg.inferers import make_scheduler, sample_ensemble
 
-        net = _medseg_net(scale, out_channels).eval()
+        net = _medseg_net(scale, out_channels).eval().to(device)
         params = sum(p.numel() for p in net.parameters())
         sampler, members = ("ddim", MEMBERS) if contender in ("medseg", "batch5") else ("ddpm", 1)
         scheduler = make_scheduler(sampler, 1000, prediction_type="sample")
+
+        def run(num_steps: int) -> Any:
+            return sample_ensemble(
+                net,
+                image,
+                scheduler,
+                num_channels=out_channels,
+                num_members=members,
+                num_inference_steps=num_steps,
+                seed=0,
+            )
+
+        if device != "cpu":
+            run(1)
+        _sync(device)
         base = rss_mb()
         reset_peak_rss()
         began = time.perf_counter()
-        result = sample_ensemble(
-            net,
-            image,
-            scheduler,
-            num_channels=out_channels,
-            num_members=members,
-            num_inference_steps=steps,
-            seed=0,
-        )
+        result = run(steps)
+        _sync(device)
         seconds = time.perf_counter() - began
         evaluations = result.network_evaluations
     return {
@@ -138,14 +165,19 @@ def measure(
 
 
 def _round_robin(
-    jobs: list[tuple[str, str, int]], repeats: int, size: int, threads: int, inline: bool = False
+    jobs: list[tuple[str, str, int]],
+    repeats: int,
+    size: int,
+    threads: int,
+    inline: bool = False,
+    device: str = "cpu",
 ) -> dict[str, list[dict]]:
     run = (lambda fn, *a: fn(*a)) if inline else isolated
     runs: dict[str, list[dict]] = {}
     for r in range(repeats):
         for contender, scale, steps in jobs:
             key = f"{scale}/{contender}/{steps}"
-            record = run(measure, contender, scale, size, steps, threads)
+            record = run(measure, contender, scale, size, steps, threads, 3, device)
             record["loadavg"] = machine()["loadavg"][0]
             runs.setdefault(key, []).append(record)
             logging.info(
@@ -191,6 +223,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scales", nargs="+", default=["tiny", "small", "B"])
     parser.add_argument("--full-reference-tiny", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure in this process, not a fresh one each (no memory figures; fine for GPU timings)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.probe_steps, args.repeats, args.scales, args.full_reference_tiny = (
@@ -211,7 +249,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for scale in args.scales:
         if scale == "B":
             jobs = [("reference", "B", args.probe_steps_b), ("batch5", "B", args.probe_steps_b)]
-            runs = _round_robin(jobs, args.repeats_b, args.size, args.threads)
+            runs = _round_robin(
+                jobs, args.repeats_b, args.size, args.threads, inline=args.in_process, device=args.device
+            )
             ref = _summary(runs[f"B/reference/{args.probe_steps_b}"], 1000, MEMBERS)
             b5 = runs[f"B/batch5/{args.probe_steps_b}"]
             med = _summary(b5, 20, 1)
@@ -229,7 +269,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 jobs = [("reference", scale, 2), ("medseg", scale, 2), ("lucidrains", scale, 2)]
             if not lucidrains_available():
                 jobs = [j for j in jobs if j[0] != "lucidrains"]
-            runs = _round_robin(jobs, args.repeats, args.size, args.threads, inline=args.quick)
+            runs = _round_robin(
+                jobs,
+                args.repeats,
+                args.size,
+                args.threads,
+                inline=args.quick or args.in_process,
+                device=args.device,
+            )
             entry: dict[str, Any] = {"runs": runs}
             for contender, _, steps in jobs:
                 total = 1000 if contender != "medseg" else steps
@@ -238,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             if scale == "tiny" and args.full_reference_tiny:
                 full = [
-                    isolated(measure, "reference", "tiny", args.size, 1000, args.threads) for _ in range(1)
+                    isolated(measure, "reference", "tiny", args.size, 1000, args.threads, 3, args.device)
+                    for _ in range(1)
                 ]
                 entry["reference_one_member_full_1000"] = {
                     "seconds": full[0]["seconds"],
