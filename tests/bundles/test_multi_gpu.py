@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,16 +16,20 @@ from tests.bundles.conftest import BUNDLES, REPO, tiny_train_overrides
 def _cli(overrides: dict) -> list[str]:
     args = []
     for key, value in overrides.items():
-        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+        # Python literals, which fire parses back (JSON's false / true would arrive as strings)
+        args += [f"--{key}", repr(value) if not isinstance(value, str) else value]
     return args
 
 
-@pytest.mark.parametrize("bundle", ["medsegdiff"])
-def test_torchrun_two_processes_gloo(bundle: str, tiny_datalist: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("bundle, patience", [("medsegdiff", 10), ("segdiff", 0)])
+def test_torchrun_two_processes_gloo(bundle: str, patience: int, tiny_datalist: str, tmp_path: Path) -> None:
+    """Also with early stopping off: rank 0's checkpoint handlers must not wait on a collective call that
+    rank 1 never makes (multi_gpu_train.json synchronises the ranks once after the process group starts)."""
     configs = BUNDLES / bundle / "configs"
     overrides = tiny_train_overrides(bundle, tiny_datalist, str(tmp_path))
     overrides.pop("device")  # multi_gpu_train.json picks the device per rank
     overrides["batch_size"] = 1
+    overrides["patience"] = patience
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [
