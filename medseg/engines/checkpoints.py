@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 if TYPE_CHECKING:
@@ -40,6 +41,42 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") 
     return str(max(files, key=lambda p: (p.stat().st_mtime_ns, p.name)).resolve())
 
 
+class _EngineScaler:
+    """The AMP ``GradScaler`` of a trainer, looked up when it is saved or loaded.
+
+    ``monai.engines.SupervisedTrainer`` creates ``engine.scaler`` anew in every ``run()``, after the handlers are
+    attached, so the checkpoint handlers hold this proxy instead of the scaler. A disabled or missing scaler
+    saves ``{}`` and loads nothing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _scaler(self) -> torch.amp.GradScaler | None:
+        scaler = getattr(self.engine, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
+    def state_dict(self) -> dict:
+        scaler = self._scaler()
+        return scaler.state_dict() if scaler is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        scaler = self._scaler()
+        if not state_dict or scaler is None:
+            logger.info("not restoring the AMP grad scaler: the checkpoint or the trainer has none enabled")
+            return
+        scaler.load_state_dict(state_dict)
+
+
+def _checkpoint_keys(path: str, map_location: str | None) -> set[str]:
+    """The top-level keys of a checkpoint file, read without loading its tensors where the format allows."""
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    return set(checkpoint) if isinstance(checkpoint, dict) else set()
+
+
 class ResumableCheckpoint:
     """Save the training state every epoch and, when a checkpoint exists, resume from it at start.
 
@@ -54,10 +91,16 @@ class ResumableCheckpoint:
     every ``save_interval`` epochs (keeping ``n_saved``) and a final checkpoint at the end of the run or when it
     is interrupted by an exception (``KeyboardInterrupt`` included).
 
+    AMP: when the engine trains with ``amp=True`` (``monai.engines.SupervisedTrainer``), the state of its enabled
+    ``engine.scaler`` (a ``torch.amp.GradScaler``: loss scale and growth tracker) is saved under ``"scaler"``
+    and restored on resume, so a resumed run continues with the saved loss scale instead of the initial one.
+    A checkpoint without that key (written before, or by a run without AMP) loads as before, with the scaler
+    left at its initial state.
+
     Args:
         save_dir: folder of the checkpoints.
         save_dict: objects with ``state_dict``/``load_state_dict`` to save (network, optimizer, EMA model,
-            lr scheduler, ...). The key ``"trainer"`` is reserved.
+            lr scheduler, ...). The keys ``"trainer"`` and ``"scaler"`` are reserved.
         file_prefix: prefix of the checkpoint files (and of the files :func:`latest_checkpoint` looks for).
         save_interval: epochs between checkpoints.
         n_saved: periodic checkpoints kept.
@@ -80,10 +123,11 @@ class ResumableCheckpoint:
         save: bool = True,
         map_location: str | None = "cpu",
     ) -> None:
-        if "trainer" in save_dict:
-            raise ValueError(
-                "save_dict must not hold the key 'trainer': the attached engine is saved under it."
-            )
+        for key in ("trainer", "scaler"):
+            if key in save_dict:
+                raise ValueError(
+                    f"save_dict must not hold the key {key!r}: the attached engine's {key} is saved under it."
+                )
         if save_interval < 1 or n_saved < 1:
             raise ValueError(f"save_interval and n_saved must be >= 1, got {save_interval}, {n_saved}.")
         self.save_dir = str(save_dir)
@@ -97,13 +141,21 @@ class ResumableCheckpoint:
         self.resumed_from: str | None = None
 
     def attach(self, engine: Engine) -> None:
-        """Attach the loader (if resuming) and the saver to ``engine``, saving ``engine`` as ``"trainer"``."""
+        """Attach the loader (if resuming) and the saver to ``engine``, saving ``engine`` as ``"trainer"``.
+
+        With ``engine.amp`` true, the engine's grad scaler is saved as ``"scaler"`` (see the class docstring).
+        """
         objects = {**self.save_dict, "trainer": engine}
+        if getattr(engine, "amp", False):
+            objects["scaler"] = _EngineScaler(engine)
         self.resumed_from = latest_checkpoint(self.save_dir, self.file_prefix) if self.resume else None
         if self.resumed_from is not None:
             logger.info("resuming from %s", self.resumed_from)
+            load_dict = objects
+            if "scaler" in objects and "scaler" not in _checkpoint_keys(self.resumed_from, self.map_location):
+                load_dict = {k: v for k, v in objects.items() if k != "scaler"}
             CheckpointLoader(
-                load_path=self.resumed_from, load_dict=objects, map_location=self.map_location
+                load_path=self.resumed_from, load_dict=load_dict, map_location=self.map_location
             ).attach(engine)
         if self.save:
             CheckpointSaver(
