@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.networks.schedulers import Scheduler
+from monai.transforms import DivisiblePad
 from monai.utils import BlendMode
 
 from medseg.inferers.mask_codec import MaskCodec
@@ -48,6 +50,33 @@ class VolumeSegmentation:
 def _check_volume(volume: torch.Tensor) -> None:
     if volume.ndim != 4:
         raise ValueError(f"volume must be (C_img, X, Y, Z), got shape {tuple(volume.shape)}.")
+
+
+def _pad_in_plane(
+    data: torch.Tensor, axis: int, divisible_by: int | Sequence[int] | None
+) -> tuple[torch.Tensor, tuple[slice, ...] | None]:
+    """Zero-pad ``(C, X, Y, Z)`` symmetrically along the two axes other than ``axis`` to multiples of
+    ``divisible_by`` (MONAI's ``DivisiblePad`` widths, as the inference transforms pad).
+
+    Returns:
+        The padded volume and the ``(X, Y, Z)`` slices that crop it back, or the volume itself and None when
+        nothing is padded.
+    """
+    if divisible_by is None:
+        return data, None
+    k = [int(v) for v in divisible_by] if isinstance(divisible_by, Sequence) else [int(divisible_by)] * 2
+    if len(k) != 2 or min(k) < 1:
+        raise ValueError(
+            "divisible_by must be None, an int >= 1 or two ints >= 1 (the slice's axes), "
+            f"got {divisible_by!r}."
+        )
+    k.insert(axis, 1)  # slices are not padded along their own axis
+    widths = DivisiblePad(k=k, method="symmetric").compute_pad_width(data.shape[1:])[1:]
+    if not any(before or after for before, after in widths):
+        return data, None
+    flat = [w for before_after in reversed(widths) for w in before_after]  # F.pad lists the last axis first
+    crop = tuple(slice(before, before + size) for (before, _), size in zip(widths, data.shape[1:]))
+    return F.pad(data, flat, mode="constant", value=0.0), crop
 
 
 def _finish(
@@ -106,8 +135,15 @@ def slicewise_inference(
     fusion: str = "mean",
     return_members: bool = False,
     progress: bool = False,
+    divisible_by: int | Sequence[int] | None = None,
 ) -> VolumeSegmentation:
     """Segment a volume with a 2D model, slice by slice along ``axis``, batching slices and members.
+
+    A network that only takes slices of a multiple of its downsampling factor (a U-Net) gets
+    ``divisible_by``: each slice is zero-padded symmetrically up to that multiple (MONAI's ``DivisiblePad``
+    widths) and the outputs are cropped back, so they always have the input's shape. The default (None) pads
+    nothing, as a caller that already padded the volume (e.g. :class:`medseg.workflows.Segmenter`) expects.
+    Noise is drawn at the padded slice size.
 
     Args:
         network: a 2D conditional denoiser ``forward(x_t, t, image)``.
@@ -124,6 +160,8 @@ def slicewise_inference(
         fusion: ``medseg.ensemble.fuse`` method (``mean``, ``majority``, ``staple``).
         return_members: keep the ``(M, C, X, Y, Z)`` members in the result.
         progress: tqdm bar over steps of each slice batch.
+        divisible_by: pad each slice's two axes to multiples of this (an int for both, or two ints in the
+            volume's axis order); None pads nothing.
 
     Returns:
         :class:`VolumeSegmentation` on the input grid.
@@ -133,7 +171,7 @@ def slicewise_inference(
         raise ValueError(f"axis must be a spatial axis 0, 1 or 2, got {axis}.")
     if slice_batch_size < 1:
         raise ValueError(f"slice_batch_size must be >= 1, got {slice_batch_size}.")
-    data = torch.as_tensor(volume)
+    data, crop = _pad_in_plane(torch.as_tensor(volume), axis, divisible_by)
     slices = data.movedim(axis + 1, 0)  # (S, C_img, H, W)
     num_slices = slices.shape[0]
     slice_seeds = torch.randint(0, _SEED_HIGH, (num_slices,), generator=_seed_stream(seed)).tolist()
@@ -155,7 +193,9 @@ def slicewise_inference(
         )
         outputs.append(result.members)  # (s, M, C, H, W)
         evaluations += result.network_evaluations
-    members = torch.cat(outputs).movedim(0, axis + 2)  # (M, C, X, Y, Z)
+    members = torch.cat(outputs).movedim(0, axis + 2)  # (M, C, X, Y, Z), padded
+    if crop is not None:
+        members = members[(slice(None), slice(None), *crop)]
     return _finish(members, volume, num_channels, fusion, return_members, evaluations)
 
 

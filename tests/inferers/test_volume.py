@@ -159,3 +159,69 @@ def test_volume_input_checked() -> None:
         slicewise_inference(ThresholdOracle(), torch.rand(4, 4, 4), _oracle_scheduler())
     with pytest.raises(ValueError, match="axis"):
         slicewise_inference(ThresholdOracle(), torch.rand(1, 4, 4, 4), _oracle_scheduler(), axis=3)
+
+
+class MultipleOf8Oracle(ThresholdOracle):
+    """The threshold oracle behind a network's shape constraint: slices must be multiples of 8 (a U-Net)."""
+
+    def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        if any(s % 8 for s in image.shape[2:]):
+            raise RuntimeError(f"slice size {tuple(image.shape[2:])} is not a multiple of 8")
+        return super().forward(x_t, timesteps, image)
+
+
+@pytest.mark.parametrize(("axis", "divisible_by", "padded"), [(2, 8, (16, 24)), (0, (8, 8), (24, 8))])
+def test_slicewise_pads_slices_and_crops_outputs_back(
+    axis: int, divisible_by: int | tuple[int, int], padded: tuple[int, int]
+) -> None:
+    affine = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0]))
+    volume = MetaTensor(_volume((1, 13, 21, 5), seed=6), affine=affine)
+    with pytest.raises(RuntimeError, match="multiple of 8"):
+        slicewise_inference(
+            MultipleOf8Oracle(), volume, _oracle_scheduler(), num_inference_steps=1, axis=axis
+        )
+    net = MultipleOf8Oracle()
+    result = slicewise_inference(
+        net,
+        volume,
+        _oracle_scheduler(),
+        num_members=2,
+        num_inference_steps=2,
+        axis=axis,
+        return_members=True,
+        divisible_by=divisible_by,
+    )
+    assert net.shapes and all(shape[2:] == padded for shape in net.shapes)
+    expected = (volume.as_tensor() > 0.5).float()  # a misplaced crop would shift the mask
+    assert result.probability.shape == (1, 13, 21, 5)
+    torch.testing.assert_close(result.probability.as_tensor(), expected)
+    assert torch.equal(result.mask.as_tensor(), expected.to(torch.uint8))
+    assert result.members is not None and result.members.shape == (2, 1, 13, 21, 5)
+    assert all(v.shape == (1, 13, 21, 5) for v in result.uncertainty.values())
+    torch.testing.assert_close(result.mask.affine, affine.double(), check_dtype=False)
+
+
+def test_slicewise_padding_leaves_a_divisible_volume_unchanged() -> None:
+    torch.manual_seed(0)
+    conv2d = nn.Conv2d(2, 1, 3, padding=1)
+
+    class Net2d(nn.Module):
+        def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+            return conv2d(torch.cat([x_t, image], 1))
+
+    volume = _volume((1, 16, 8, 3), seed=7)
+    scheduler = make_scheduler("ddim", num_train_timesteps=4)
+    kwargs = {"num_members": 2, "eta": 0.5, "seed": 1, "return_members": True}
+    plain = slicewise_inference(Net2d(), volume, scheduler, **kwargs)
+    for divisible_by in (8, (4, 8), 1):
+        padded = slicewise_inference(Net2d(), volume, scheduler, divisible_by=divisible_by, **kwargs)
+        assert torch.equal(padded.members, plain.members)
+        assert torch.equal(padded.probability, plain.probability)
+
+
+@pytest.mark.parametrize("divisible_by", [0, (8, 8, 8), (8, -1)])
+def test_slicewise_divisible_by_checked(divisible_by: int | tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="divisible_by"):
+        slicewise_inference(
+            ThresholdOracle(), torch.rand(1, 4, 4, 4), _oracle_scheduler(), divisible_by=divisible_by
+        )
