@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -34,6 +37,31 @@ TINY_NETWORKS = {
         "network_def#num_head_channels": 4,
     },
 }
+
+
+def bundle_cli(overrides: dict) -> list[str]:
+    """``--key value`` arguments for ``python -m monai.bundle``. fire parses Python literals, so ``repr`` keeps
+    ``[False, True]`` booleans (JSON's ``false`` would arrive as a string)."""
+    return [
+        arg
+        for key, value in overrides.items()
+        for arg in (f"--{key}", value if isinstance(value, str) else repr(value))
+    ]
+
+
+def run_bundle(
+    *args: str, cwd: Path = REPO, nproc: int = 0, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle ARGS`` in a subprocess; with ``nproc`` > 0 under ``torchrun`` (gloo on CPU)."""
+    launcher = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone"] if nproc else []
+    return subprocess.run(
+        [sys.executable, *launcher, "-m", "monai.bundle", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=timeout,
+    )
 
 
 def tiny_train_overrides(bundle: str, datalist: str, output_dir: str) -> dict:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow, run, verify_net_in_out
 
-from tests.bundles.conftest import BUNDLE_NAMES, BUNDLES, REPO, TINY_NETWORKS, tiny_inference_overrides
+from tests.bundles.conftest import (
+    BUNDLE_NAMES,
+    BUNDLES,
+    TINY_NETWORKS,
+    bundle_cli,
+    run_bundle,
+    tiny_inference_overrides,
+)
 
 
 @pytest.fixture(scope="module", params=BUNDLE_NAMES)
@@ -130,33 +135,20 @@ def test_verify_net_in_out_with_the_single_input_model(tiny_weights) -> None:
 def test_verify_net_in_out_command_on_the_shipped_weights(bundle: str) -> None:
     """The documented command, on the real config and the committed models/model.pt."""
     root = BUNDLES / bundle
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_net_in_out",
-            "--net_id",
-            "segmentation_model",
-            "--meta_file",
-            str(root / "configs" / "metadata.json"),
-            "--config_file",
-            str(root / "configs" / "inference.json"),
-            "--bundle_root",
-            str(root),
-            "--device",
-            "cpu",
-            "--n",
-            "4",
-            "--num_ensemble",
-            "1",
-            "--num_inference_steps",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
+    result = run_bundle(
+        "verify_net_in_out",
+        *bundle_cli(
+            {
+                "net_id": "segmentation_model",
+                "meta_file": str(root / "configs" / "metadata.json"),
+                "config_file": str(root / "configs" / "inference.json"),
+                "bundle_root": str(root),
+                "device": "cpu",
+                "n": 4,
+                "num_ensemble": 1,
+                "num_inference_steps": 1,
+            }
+        ),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data shape of network is verified with no error" in result.stdout + result.stderr

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.bundles.conftest import BUNDLES, REPO, tiny_train_overrides
-
-
-def _cli(overrides: dict) -> list[str]:
-    args = []
-    for key, value in overrides.items():
-        # Python literals, which fire parses back (JSON's false / true would arrive as strings)
-        args += [f"--{key}", repr(value) if not isinstance(value, str) else value]
-    return args
+from tests.bundles.conftest import BUNDLES, bundle_cli, run_bundle, tiny_train_overrides
 
 
 @pytest.mark.parametrize("bundle, patience", [("medsegdiff", 10), ("segdiff", 0)])
@@ -30,28 +19,14 @@ def test_torchrun_two_processes_gloo(bundle: str, patience: int, tiny_datalist: 
     overrides.pop("device")  # multi_gpu_train.json picks the device per rank
     overrides["batch_size"] = 1
     overrides["patience"] = patience
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
-            "--logging_file",
-            str(configs / "logging.conf"),
-            *_cli(overrides),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
+    result = run_bundle(
+        "run",
+        "--config_file",
+        str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
+        "--logging_file",
+        str(configs / "logging.conf"),
+        *bundle_cli(overrides),
+        nproc=2,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     # 3 training slices split over 2 ranks (DistributedSampler pads to 2 each): 2 iterations of batch 1

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bundles.conftest import REPO, bundle_cli, run_bundle
+
 BUNDLE = REPO / "bundles" / "palette"
 TASKS = ("inpainting", "uncropping", "jpeg", "colorization")
 
@@ -156,31 +154,20 @@ def test_verify_net_in_out_with_the_translation_model(tiny_weights: str) -> None
 
 def test_verify_net_in_out_command_on_the_shipped_weights() -> None:
     """The documented command, run from the bundle folder on the real config and the committed models/model.pt."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monai.bundle",
-            "verify_net_in_out",
-            "--net_id",
-            "translation_model",
-            "--meta_file",
-            "configs/metadata.json",
-            "--config_file",
-            "configs/inference.json",
-            "--bundle_root",
-            ".",
-            "--device",
-            "cpu",
-            "--n",
-            "4",
-            "--num_inference_steps",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_bundle(
+        "verify_net_in_out",
+        *bundle_cli(
+            {
+                "net_id": "translation_model",
+                "meta_file": "configs/metadata.json",
+                "config_file": "configs/inference.json",
+                "bundle_root": ".",
+                "device": "cpu",
+                "n": 4,
+                "num_inference_steps": 1,
+            }
+        ),
         cwd=BUNDLE,
-        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data shape of network is verified with no error" in result.stdout + result.stderr
@@ -198,33 +185,14 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
         "val_interval": 1,
         "val_num_inference_steps": 2,
     }
-    # fire reads Python literals: repr keeps [False, True] booleans (JSON's false would become a string)
-    cli = [
-        arg
-        for key, value in overrides.items()
-        for arg in (f"--{key}", str(value) if isinstance(value, str) else repr(value))
-    ]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--standalone",
-            "-m",
-            "monai.bundle",
-            "run",
-            "--config_file",
-            str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
-            "--logging_file",
-            str(configs / "logging.conf"),
-            *cli,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
+    result = run_bundle(
+        "run",
+        "--config_file",
+        str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
+        "--logging_file",
+        str(configs / "logging.conf"),
+        *bundle_cli(overrides),
+        nproc=2,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     # 9 training slices split over 2 ranks (DistributedSampler pads to 5 each): 2 iterations of batch 4

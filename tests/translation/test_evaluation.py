@@ -12,13 +12,13 @@ from PIL import Image
 
 from medseg.inferers import make_scheduler
 from medseg.translation import (
-    PaletteUNet,
     TranslationResult,
     baseline_predictions,
     palette_evaluate,
     save_translation_outputs,
     translation_metrics,
 )
+from tests.translation.conftest import tiny_palette_net
 
 
 def _result(samples: torch.Tensor, task: str = "inpainting") -> TranslationResult:
@@ -71,10 +71,7 @@ def test_outputs_as_nifti_and_png(tmp_path: Path) -> None:
 
 
 def test_palette_evaluate_writes_metrics_and_figure(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    net = PaletteUNet(
-        2, 1, 1, channels=(8, 16), attention_levels=(False, True), norm_num_groups=4, num_head_channels=8
-    )
+    net = tiny_palette_net()
     items = [{"image": torch.rand(1, 16, 16), "name": f"s{i}"} for i in range(2)]
     scheduler = make_scheduler("ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4)
     metrics = palette_evaluate(

@@ -8,24 +8,12 @@ from monai.engines import SupervisedTrainer
 
 from medseg.engines import ConditionalDiffusionPrepareBatch
 from medseg.inferers import ConditionalDiffusionInferer, make_scheduler
-from medseg.translation import DiffusionLoss, PaletteUNet, palette_transforms, translate
-
-
-def _net(source: int = 1, target: int = 1) -> PaletteUNet:
-    torch.manual_seed(0)
-    return PaletteUNet(
-        2,
-        source,
-        target,
-        channels=(8, 16),
-        attention_levels=(False, True),
-        norm_num_groups=4,
-        num_head_channels=8,
-    ).eval()
+from medseg.translation import DiffusionLoss, palette_transforms, translate
+from tests.translation.conftest import tiny_palette_net
 
 
 def test_known_region_is_unchanged_after_sampling_and_the_region_is_generated() -> None:
-    net = _net()
+    net = tiny_palette_net()
     scheduler = make_scheduler(
         "ddpm", num_train_timesteps=6, beta_start=0.01, beta_end=0.8, variance_type="fixed_large"
     )
@@ -46,14 +34,14 @@ def test_known_region_is_unchanged_after_sampling_and_the_region_is_generated() 
 
 
 def test_colorization_samples_three_channels_with_ddim() -> None:
-    net = _net(1, 3)
+    net = tiny_palette_net(1, 3)
     scheduler = make_scheduler("ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4)
     out = translate(net, torch.rand(1, 1, 16, 16), scheduler, num_samples=2, num_inference_steps=3, seed=1)
     assert out.shape == (1, 2, 3, 16, 16) and float(out.abs().max()) <= 1.0
 
 
 def test_masked_training_steps_through_the_monai_trainer() -> None:
-    net = _net()
+    net = tiny_palette_net()
     scheduler = make_scheduler("ddpm", num_train_timesteps=50, beta_start=1e-3, beta_end=0.3)
     data = [{"image": torch.rand(1, 16, 16)} for _ in range(4)]
     loader = DataLoader(Dataset(data, palette_transforms("inpainting", (16, 16), seed=0)), batch_size=2)

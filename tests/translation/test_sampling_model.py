@@ -6,24 +6,8 @@ import pytest
 import torch
 
 from medseg.inferers import make_scheduler
-from medseg.translation import PaletteUNet, SamplingTranslationModel, translate
-
-
-def _net(source: int = 1, target: int = 1) -> PaletteUNet:
-    torch.manual_seed(0)
-    net = PaletteUNet(
-        2,
-        source,
-        target,
-        channels=(8, 16),
-        attention_levels=(False, True),
-        norm_num_groups=4,
-        num_head_channels=8,
-    ).eval()
-    with torch.no_grad():  # perturb the zero-initialised output layer so the samples depend on the weights
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net
+from medseg.translation import SamplingTranslationModel, translate
+from tests.translation.conftest import tiny_palette_net
 
 
 def _scheduler():
@@ -31,7 +15,7 @@ def _scheduler():
 
 
 def test_one_image_in_one_translation_out() -> None:
-    net = _net(1, 3)
+    net = tiny_palette_net(1, 3, perturb=0.05)
     model = SamplingTranslationModel(net, _scheduler(), num_inference_steps=3)
     image = torch.rand(2, 1, 16, 16) * 2 - 1
     out = model(image)
@@ -41,7 +25,7 @@ def test_one_image_in_one_translation_out() -> None:
 
 
 def test_seeded_and_the_mean_of_the_samples() -> None:
-    net, image = _net(), torch.rand(1, 1, 16, 16) * 2 - 1
+    net, image = tiny_palette_net(perturb=0.05), torch.rand(1, 1, 16, 16) * 2 - 1
     model = SamplingTranslationModel(net, _scheduler(), num_samples=2, num_inference_steps=3, seed=5)
     first = model(image)
     torch.testing.assert_close(model(image), first)  # every call restarts from the seed
@@ -63,11 +47,11 @@ def test_seeded_and_the_mean_of_the_samples() -> None:
 )
 def test_bad_arguments_raise(kwargs: dict) -> None:
     with pytest.raises(ValueError):
-        SamplingTranslationModel(_net(), _scheduler(), **kwargs)
+        SamplingTranslationModel(tiny_palette_net(perturb=0.05), _scheduler(), **kwargs)
 
 
 def test_bad_input_raises() -> None:
-    model = SamplingTranslationModel(_net(), _scheduler(), num_inference_steps=1)
+    model = SamplingTranslationModel(tiny_palette_net(perturb=0.05), _scheduler(), num_inference_steps=1)
     with pytest.raises(ValueError, match="expected an image"):
         model(torch.rand(16, 16))
     with pytest.raises(ValueError, match="channels"):
