@@ -5,8 +5,9 @@ networks (cost does not depend on the weights):
 
 * ``slicewise``: ``slicewise_inference`` along z with a 2D ``MedSegDiffUNet`` of channels (4, 8, 16, 32)
   (attention only in the middle block, at 1/8 resolution), ``slice_batch_size`` slices at a time.
-  ``slicewise_inference`` does not pad, so the volume is first padded to a multiple of the network's
-  downsampling factor (8) in-plane (200 x 240) and the result cropped back.
+  The volume is padded once, up front, to a multiple of the network's downsampling factor (8) in-plane
+  (200 x 240) and the result cropped back (as the timings were taken; ``slicewise_inference(divisible_by=8)``
+  now does the same per slice).
 * ``sliding_window``: ``sliding_window_ensemble_inference`` with the same network in 3D, windows of
   ``--roi``^3 voxels, overlap 0.25, Gaussian blending.
 
