@@ -11,12 +11,21 @@ betas); the UNet with Dice + cross-entropy.
 
 Reported per class (GM, WM), averaged over the test slices: Dice@0.5 (argmax), HD95 (mm), ECE (15 bins,
 per class), Brier (per class, binary). For MedSegDiff and SegDiff also as functions of the number of DDIM
-steps (5 members) and of the ensemble size (20 DDIM steps), and 1000-step DDPM on a subset of test slices
-beside DDIM 20 on the same subset. Ablation: MedSegDiff without FF-Parser, and without dynamic encoding
+steps (5 members) and of the ensemble size (20 DDIM steps), of the DDIM eta (``--eta-sweep``, same network),
+and 1000-step DDPM on a subset of test slices beside DDIM 20 on the same subset. Ablation: MedSegDiff without FF-Parser, and without dynamic encoding
 (FF-Parser needs Eq. 3, so this is "without both").
 
+DDIM sampling of the medseg diffusion models takes ``--eta`` (0 = deterministic DDIM, 1 = DDPM-like noise at
+every step; lucidrains keeps its own eta = 1). Member diversity is reported as ``member_variance``: the mean
+over test pixels of the per-pixel population variance of the members' class probabilities, summed over the
+classes (:func:`medseg.ensemble.predictive_variance`); with x0 prediction and eta = 0 the members differ only
+by their starting noise and nearly coincide.
+
 Usage: ``python -m benchmarks.quality --out benchmarks/results/quality.json`` (about 1.5 h of wall-clock on 2 CPU cores
-shared with other jobs); ``--quick`` runs a tiny version in seconds (tests).
+shared with other jobs); ``--quick`` runs a tiny version in seconds (tests). ``--device cuda`` trains and samples
+on a GPU (metrics are computed on the CPU). The JSON is rewritten after every model (and after each sweep), so a
+run stopped part-way keeps the finished models; ``--time-budget SECONDS`` starts no new model once that much
+wall-clock has passed (the skipped ones are listed under ``skipped_models``).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from monai.transforms import ResizeWithPadOrCrop
 from benchmarks._common import machine, write_json
 from medseg.data import kmeans_tissue_baseline, mni_tissue_sample, mni_tissue_slices
 from medseg.engines import ConditionalDiffusionPrepareBatch
+from medseg.ensemble import predictive_variance
 from medseg.inferers import make_scheduler, sample_ensemble
 from medseg.metrics import dice_score, expected_calibration_error, hausdorff_distance_95
 from medseg.networks import MedSegDiffUNet, SegDiffUNet
@@ -129,6 +139,13 @@ def evaluate(probability: torch.Tensor, label: torch.Tensor, spacing: float) -> 
     return out
 
 
+def member_variance(members: torch.Tensor) -> float:
+    """Mean over pixels of the members' per-pixel class-summed population variance; ``members`` ``(N, M, C, H, W)``."""
+    if members.shape[1] < 2:
+        return 0.0
+    return float(predictive_variance(members.detach().cpu().float().permute(1, 2, 0, 3, 4)).mean())
+
+
 def reliability_bins(probability: torch.Tensor, label: torch.Tensor, num_bins: int = 15) -> dict[str, list]:
     """Pooled foreground-class reliability data: per bin mean confidence, observed frequency, voxel count."""
     onehot = F.one_hot(label[:, 0], NUM_CLASSES).movedim(-1, 1).float()
@@ -144,9 +161,16 @@ def reliability_bins(probability: torch.Tensor, label: torch.Tensor, num_bins: i
 def train(
     name: str, net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train ``net`` for ``args.iterations`` steps; returns the EMA copy and a record (time, final loss)."""
+    """Train ``net`` for ``args.iterations`` steps on ``args.device``; returns the EMA copy and a record.
+
+    The batch indices and flips are drawn on the CPU (the same draws on every device); the network, the EMA copy,
+    the optimizer state and the batches live on ``args.device``.
+    """
+    device = torch.device(args.device)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
+    net.to(device)
+    images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
     ema = copy.deepcopy(net).eval()
     for p in ema.parameters():
@@ -161,9 +185,9 @@ def train(
     net.train()
     began = time.perf_counter()
     for _ in range(args.iterations):
-        idx = torch.randint(0, images.shape[0], (args.batch,), generator=gen)
+        idx = torch.randint(0, images.shape[0], (args.batch,), generator=gen).to(device)
         image, label = images[idx], labels[idx]
-        flip = torch.rand(args.batch, generator=gen) < 0.5  # left/right (axis x = H here)
+        flip = (torch.rand(args.batch, generator=gen) < 0.5).to(device)  # left/right (axis x = H here)
         image = torch.where(flip[:, None, None, None], image.flip(2), image)
         label = torch.where(flip[:, None, None, None], label.flip(2), label)
         if name == "unet":
@@ -183,6 +207,7 @@ def train(
             for be, b in zip(ema.buffers(), net.buffers()):
                 be.copy_(b)
         losses.append(loss.detach().item())
+    _sync(device)
     seconds = time.perf_counter() - began
     record = {
         "iterations": args.iterations,
@@ -195,6 +220,12 @@ def train(
         "%s: %d iterations in %.0f s, loss %.4f", name, args.iterations, seconds, record["final_loss"] or 0
     )
     return ema, record
+
+
+def _sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (so wall-clock timings include it); a no-op on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _scheduler(sampler: str, timesteps: int):
@@ -216,8 +247,15 @@ def sample_medseg(
     members: int,
     timesteps: int,
     seed: int = 0,
+    eta: float = 0.0,
 ) -> tuple[torch.Tensor, float, int]:
-    """medseg's batched ensemble sampler: (members (N, M, 3, H, W), seconds, network evaluations)."""
+    """medseg's batched ensemble sampler: (members (N, M, 3, H, W), seconds, network evaluations).
+
+    Runs on the device of ``net``'s parameters (``images`` are moved there, and so are the member generators,
+    which :func:`sample_ensemble` creates on the image's device); ``eta`` applies to DDIM only.
+    """
+    device = next(net.parameters()).device
+    images = images.to(device)
     began = time.perf_counter()
     result = sample_ensemble(
         net,
@@ -226,9 +264,11 @@ def sample_medseg(
         num_channels=NUM_CLASSES,
         num_members=members,
         num_inference_steps=steps,
+        eta=eta if sampler == "ddim" else 0.0,
         max_batch=256,
         seed=seed,
     )
+    _sync(device)
     return result.members, time.perf_counter() - began, result.network_evaluations
 
 
@@ -239,9 +279,11 @@ def sample_lucidrains(
     """med-seg-diff-pytorch's own sampler (DDIM, its default eta = 1, when steps < T), members batched."""
     diffusion.sampling_timesteps = steps
     diffusion.is_ddim_sampling = steps < diffusion.num_timesteps
+    device = next(diffusion.parameters()).device
     torch.manual_seed(seed)
     began = time.perf_counter()
-    out = diffusion.sample(images.repeat_interleave(members, 0))  # (N*M, 3, H, W), in [0, 1]
+    out = diffusion.sample(images.to(device).repeat_interleave(members, 0))  # (N*M, 3, H, W), in [0, 1]
+    _sync(device)
     seconds = time.perf_counter() - began
     q = out.float().clamp(0, 1)
     total = q.sum(1, keepdim=True)
@@ -254,6 +296,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default="benchmarks/results/quality.json")
     parser.add_argument("--quick", action="store_true", help="tiny setting (seconds), for tests")
     parser.add_argument("--models", nargs="+", default=list(ALL_MODELS), choices=ALL_MODELS)
+    parser.add_argument("--device", default="cpu", help='"cpu" or "cuda" (training and sampling)')
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta of the medseg diffusion models")
+    parser.add_argument(
+        "--eta-sweep",
+        type=float,
+        nargs="*",
+        default=[0.0, 1.0],
+        help="DDIM etas compared on the same trained MedSegDiff/SegDiff (main steps and members)",
+    )
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -270,7 +321,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="quality", help="benchmark name in the JSON (e.g. quality_budget)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no new model after this much wall-clock (finished models are kept)",
+    )
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here")
     if args.quick:
         args.iterations, args.batch, args.downsample, args.size, args.test_step = 3, 2, 8, 32, 15
         args.channels, args.timesteps, args.steps, args.members, args.ddpm_slices = (
@@ -284,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     channels = tuple(args.channels)
     spacing = float(args.downsample)
+    started = time.perf_counter()
 
     train_images, train_labels = mni_tissue_slices(
         "training", downsample=args.downsample, size=(args.size,) * 2
@@ -295,6 +357,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": args.name,
         "quick": args.quick,
         "machine": machine(),
+        "device": {
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        },
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "models")},
         "task": {
             "train_slices": int(train_images.shape[0]),
@@ -307,28 +373,51 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "steps_sweep": {},
         "members_sweep": {},
         "ddpm_full": {},
+        "eta_sweep": {},
         "reliability": {},
     }
 
     def save() -> None:
         results["machine"]["loadavg_end"] = machine()["loadavg"]
+        results["elapsed_seconds"] = time.perf_counter() - started
         write_json(args.out, results)
 
+    def finish(name: str, entry: dict[str, Any], prob: torch.Tensor, began: float) -> None:
+        """Metrics and reliability of ``prob`` (on the CPU), the model's entry, and a save."""
+        prob = prob.cpu()
+        entry["metrics"] = evaluate(prob, test_labels, spacing)
+        results["reliability"][name] = reliability_bins(prob, test_labels)
+        results["models"][name] = entry
+        save()
+        m = entry["metrics"]
+        logging.info(
+            "%s: Dice %.3f HD95 %.2f mm ECE %.4f%s (model %.0f s, total %.0f s)",
+            name,
+            m["dice"],
+            m["hd95_mm"],
+            m["ece"],
+            f" member variance {entry['member_variance']:.2e}" if "member_variance" in entry else "",
+            time.perf_counter() - began,
+            time.perf_counter() - started,
+        )
+
     main_steps, main_members = (20, 5) if not args.quick else (args.steps[-1], args.members[-1])
-    for name in args.models:
+    for number, name in enumerate(args.models, 1):
+        elapsed = time.perf_counter() - started
+        if args.time_budget is not None and elapsed > args.time_budget:
+            results.setdefault("skipped_models", []).append(name)
+            logging.info("%s: skipped, %.0f s past the %.0f s time budget", name, elapsed, args.time_budget)
+            save()
+            continue
+        logging.info("[%d/%d] %s on %s (total %.0f s)", number, len(args.models), name, device, elapsed)
+        model_began = time.perf_counter()
         if name == "kmeans":
             brain = _brain_mask_slices("test", args.downsample, args.size, args.test_step)
             began = time.perf_counter()
             pred = torch.as_tensor(kmeans_tissue_baseline(test_images, brain))
             prob = F.one_hot(pred[:, 0], NUM_CLASSES).movedim(-1, 1).float()
-            results["reliability"][name] = reliability_bins(prob, test_labels)
-            results["models"][name] = {
-                "params": 0,
-                "train": None,
-                "sample_seconds": time.perf_counter() - began,
-                "metrics": evaluate(prob, test_labels, spacing),
-            }
-            save()
+            entry = {"params": 0, "train": None, "sample_seconds": time.perf_counter() - began}
+            finish(name, entry, prob, model_began)
             continue
         try:
             net = build_network(name, channels, args.size, args.timesteps)
@@ -339,86 +428,137 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         params = _params(net.model if name == "lucidrains" else net)
         ema, record = train(name, net, train_images, train_labels, args)
         entry: dict[str, Any] = {"params": params, "train": record}
+        if hasattr(net, "condition_skips"):
+            entry["condition_skips"] = net.condition_skips
         with torch.no_grad():
             if name == "unet":
                 began = time.perf_counter()
-                prob = torch.softmax(ema(test_images), dim=1)
+                prob = torch.softmax(ema(test_images.to(device)), dim=1)
+                _sync(device)
                 entry.update(
                     sample_seconds=time.perf_counter() - began, network_evaluations=test_images.shape[0]
                 )
-            elif name == "lucidrains":
+                finish(name, entry, prob, model_began)
+                continue
+            if name == "lucidrains":
                 members, seconds, evals = sample_lucidrains(
                     ema, test_images, main_steps, main_members, args.seed
                 )
-                prob = members.mean(1)
+                members = members.cpu()
                 entry.update(
                     sample_seconds=seconds,
                     network_evaluations=evals,
                     sampler=f"its own DDIM (eta=1), {main_steps} steps, {main_members} members, mean",
+                    member_variance=member_variance(members),
                 )
-            else:
-                sweeps = name in ("medsegdiff", "segdiff")
-                top = max(max(args.members), main_members) if sweeps else main_members
-                members, seconds, evals = sample_medseg(
-                    ema, test_images, "ddim", main_steps, top, args.timesteps, args.seed
-                )
-                prob = members[:, :main_members].mean(1)
-                entry.update(
-                    sample_seconds=seconds * main_members / top,
-                    network_evaluations=evals * main_members // top,
-                    sampler=f"DDIM eta=0, {main_steps} steps, {main_members} members, mean fusion",
-                )
-                if sweeps:
-                    results["members_sweep"][name] = {
-                        str(m): evaluate(members[:, :m].mean(1), test_labels, spacing) for m in args.members
+                finish(name, entry, members.mean(1), model_began)
+                continue
+            sweeps = name in ("medsegdiff", "segdiff")
+            top = max(max(args.members), main_members) if sweeps else main_members
+            members, seconds, evals = sample_medseg(
+                ema, test_images, "ddim", main_steps, top, args.timesteps, args.seed, args.eta
+            )
+            members = members.cpu()
+            entry.update(
+                sample_seconds=seconds * main_members / top,
+                network_evaluations=evals * main_members // top,
+                sampler=f"DDIM eta={args.eta:g}, {main_steps} steps, {main_members} members, mean fusion",
+                member_variance=member_variance(members[:, :main_members]),
+            )
+            finish(name, entry, members[:, :main_members].mean(1), model_began)
+            if sweeps:
+                results["members_sweep"][name] = {
+                    str(m): {
+                        **evaluate(members[:, :m].mean(1), test_labels, spacing),
+                        "member_variance": member_variance(members[:, :m]),
                     }
-                    sweep = {}
-                    for k in args.steps:
-                        mem, sec, _ = (
-                            (members[:, :main_members], seconds * main_members / top, evals)
-                            if k == main_steps
-                            else sample_medseg(
-                                ema, test_images, "ddim", k, main_members, args.timesteps, args.seed
-                            )
+                    for m in args.members
+                }
+                sweep = {}
+                for k in args.steps:
+                    mem, sec, _ = (
+                        (members[:, :main_members], seconds * main_members / top, evals)
+                        if k == main_steps
+                        else sample_medseg(
+                            ema, test_images, "ddim", k, main_members, args.timesteps, args.seed, args.eta
                         )
-                        sweep[str(k)] = {**evaluate(mem.mean(1), test_labels, spacing), "seconds": sec}
-                        logging.info(
-                            "%s DDIM %d steps: Dice %.3f ECE %.4f",
-                            name,
-                            k,
-                            sweep[str(k)]["dice"],
-                            sweep[str(k)]["ece"],
-                        )
-                    results["steps_sweep"][name] = sweep
-                    save()
-                if name in args.ddpm_models and args.ddpm_slices > 0:
-                    sub = torch.linspace(0, test_images.shape[0] - 1, args.ddpm_slices).round().long()
-                    ddpm, sec_ddpm, ev_ddpm = sample_medseg(
-                        ema, test_images[sub], "ddpm", args.timesteps, main_members, args.timesteps, args.seed
                     )
-                    results["ddpm_full"][name] = {
-                        "slices_z": [results["task"]["test_z"][i] for i in sub.tolist()],
-                        f"ddpm_{args.timesteps}": {
-                            **evaluate(ddpm.mean(1), test_labels[sub], spacing),
-                            "seconds": sec_ddpm,
-                            "network_evaluations": ev_ddpm,
-                        },
-                        f"ddim_{main_steps}": evaluate(
-                            members[sub, :main_members].mean(1), test_labels[sub], spacing
-                        ),
+                    mem = mem.cpu()
+                    sweep[str(k)] = {
+                        **evaluate(mem.mean(1), test_labels, spacing),
+                        "member_variance": member_variance(mem),
+                        "seconds": sec,
                     }
                     logging.info(
-                        "%s DDPM %d on %d slices: %s",
+                        "%s DDIM %d steps: Dice %.3f ECE %.4f member variance %.2e (total %.0f s)",
                         name,
-                        args.timesteps,
-                        len(sub),
-                        results["ddpm_full"][name],
+                        k,
+                        sweep[str(k)]["dice"],
+                        sweep[str(k)]["ece"],
+                        sweep[str(k)]["member_variance"],
+                        time.perf_counter() - started,
                     )
-            entry["metrics"] = evaluate(prob, test_labels, spacing)
-            results["reliability"][name] = reliability_bins(prob, test_labels)
-        logging.info("%s: %s", name, entry["metrics"])
-        results["models"][name] = entry
-        save()
+                results["steps_sweep"][name] = sweep
+                save()
+                # the same network at several etas: GPU training is not bit-reproducible, so runs with
+                # different --eta train slightly different networks and their member variances don't compare
+                etas = {}
+                for eta in args.eta_sweep:
+                    mem, sec, _ = (
+                        (members[:, :main_members], seconds * main_members / top, evals)
+                        if eta == args.eta
+                        else sample_medseg(
+                            ema, test_images, "ddim", main_steps, main_members, args.timesteps, args.seed, eta
+                        )
+                    )
+                    mem = mem.cpu()
+                    etas[f"{eta:g}"] = {
+                        **evaluate(mem.mean(1), test_labels, spacing),
+                        "member_variance": member_variance(mem),
+                        "seconds": sec,
+                    }
+                    logging.info(
+                        "%s DDIM %d steps eta %g: Dice %.3f ECE %.4f member variance %.2e",
+                        name,
+                        main_steps,
+                        eta,
+                        etas[f"{eta:g}"]["dice"],
+                        etas[f"{eta:g}"]["ece"],
+                        etas[f"{eta:g}"]["member_variance"],
+                    )
+                if etas:
+                    results["eta_sweep"][name] = etas
+                    save()
+            if name in args.ddpm_models and args.ddpm_slices > 0:
+                sub = torch.linspace(0, test_images.shape[0] - 1, args.ddpm_slices).round().long()
+                ddpm, sec_ddpm, ev_ddpm = sample_medseg(
+                    ema, test_images[sub], "ddpm", args.timesteps, main_members, args.timesteps, args.seed
+                )
+                ddpm = ddpm.cpu()
+                results["ddpm_full"][name] = {
+                    "slices_z": [results["task"]["test_z"][i] for i in sub.tolist()],
+                    f"ddpm_{args.timesteps}": {
+                        **evaluate(ddpm.mean(1), test_labels[sub], spacing),
+                        "member_variance": member_variance(ddpm),
+                        "seconds": sec_ddpm,
+                        "network_evaluations": ev_ddpm,
+                    },
+                    f"ddim_{main_steps}": {
+                        **evaluate(members[sub, :main_members].mean(1), test_labels[sub], spacing),
+                        "member_variance": member_variance(members[sub, :main_members]),
+                    },
+                }
+                save()
+                logging.info(
+                    "%s DDPM %d on %d slices: %s (total %.0f s)",
+                    name,
+                    args.timesteps,
+                    len(sub),
+                    results["ddpm_full"][name],
+                    time.perf_counter() - started,
+                )
+        logging.info("%s: done in %.0f s", name, time.perf_counter() - model_began)
+    logging.info("all models done in %.0f s", time.perf_counter() - started)
     return results
 
 

@@ -6,6 +6,7 @@ These check that the scripts run and write well-formed results, not the numbers.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -37,6 +38,17 @@ def test_quality_quick(results_dir):
     assert set(data["members_sweep"]["medsegdiff"]) == {"1", "2"}
     assert set(data["steps_sweep"]["segdiff"]) == {"2", "3"}
     assert "ddpm_20" in data["ddpm_full"]["medsegdiff"]
+    assert data["settings"]["device"] == "cpu" and data["settings"]["eta"] == 0.0
+    assert data["device"] == {"device": "cpu", "gpu": None}
+    assert data["models"]["medsegdiff"]["condition_skips"] is True
+    for name in ("medsegdiff", "segdiff"):
+        # the members of the 3-iteration networks barely differ, so only presence and range are checked
+        variance = data["models"][name]["member_variance"]
+        assert math.isfinite(variance) and variance >= 0.0
+        assert data["members_sweep"][name]["1"]["member_variance"] == 0.0
+        assert math.isfinite(data["steps_sweep"][name]["2"]["member_variance"])
+        assert set(data["eta_sweep"][name]) == {"0", "1"}
+        assert all(math.isfinite(e["member_variance"]) for e in data["eta_sweep"][name].values())
 
 
 def test_speed_and_volume_quick(results_dir):
