@@ -5,7 +5,8 @@ the fly from clean images. The denoiser :class:`PaletteUNet` sees ``concat(x, y_
 level; training is ``monai.engines.SupervisedTrainer`` with :class:`medseg.engines.ConditionalDiffusionPrepareBatch`
 (``encode_label=False, noise_conditioning="noise_level", mask_key="mask"``) and :class:`DiffusionLoss`;
 sampling is :func:`translate` on the shared ensemble sampler, and :class:`SamplingTranslationModel` is its
-single-input view ``x -> y`` for MONAI's ``verify_net_in_out``. See ``docs/bundles/palette.md``.
+single-input view ``x -> y`` for MONAI's ``verify_net_in_out``. :class:`Translator` is the notebook API: your own
+degraded image (and region mask) in, samples in [0, 1] out. See ``docs/bundles/palette.md``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from medseg.translation.tasks import (
     task_spec,
     uncrop_mask,
 )
+from medseg.translation.translator import TranslationOutput, Translator
 
 __all__ = [
     "NATURAL_SPLITS",
@@ -57,7 +59,9 @@ __all__ = [
     "PaletteUNet",
     "SamplingTranslationModel",
     "TranslationEvalPrepareBatch",
+    "TranslationOutput",
     "TranslationResult",
+    "Translator",
     "UncropSide",
     "baseline_predictions",
     "box_mask",
