@@ -102,3 +102,6 @@ def test_unusable_input_exits_two_with_one_line(bundle: Path, tmp_path: Path, ca
     assert len(err.splitlines()) == 1 and "missing.nii.gz" in err
     assert main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", "no-such-bundle"]) == 2
     assert "no bundle" in capsys.readouterr().err
+    # a bundle that is not a segmentation bundle: one clear line, not a traceback
+    assert main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", "palette"]) == 2
+    assert "not a segmentation bundle" in capsys.readouterr().err

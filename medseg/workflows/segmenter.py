@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,7 +191,13 @@ class Segmenter:
         """
         from medseg.workflows.bundles import bundle_parser
 
-        return bundle_parser(bundle, "inference", **overrides).get_parsed_content("segmenter")
+        parser = bundle_parser(bundle, "inference", **overrides)
+        if "segmenter" not in parser:
+            raise ValueError(
+                f"bundle {Path(bundle).name!r} is not a segmentation bundle: its configs/inference.json defines "
+                "no 'segmenter' (for Palette use medseg.translation.Translator.from_bundle)."
+            )
+        return parser.get_parsed_content("segmenter")
 
     @torch.no_grad()
     def __call__(
