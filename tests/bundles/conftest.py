@@ -64,6 +64,19 @@ def run_bundle(
     )
 
 
+def torchrun_train(configs: Path, overrides: dict) -> subprocess.CompletedProcess:
+    """``train.json`` + ``multi_gpu_train.json`` of a bundle's ``configs`` folder under torchrun, 2 gloo processes."""
+    return run_bundle(
+        "run",
+        "--config_file",
+        str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
+        "--logging_file",
+        str(configs / "logging.conf"),
+        *bundle_cli(overrides),
+        nproc=2,
+    )
+
+
 def tiny_train_overrides(bundle: str, datalist: str, output_dir: str) -> dict:
     """Overrides that make a bundle's train.json run 1 short epoch on the synthetic volumes."""
     return {

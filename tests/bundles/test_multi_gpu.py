@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bundles.conftest import BUNDLES, bundle_cli, run_bundle, tiny_train_overrides
+from tests.bundles.conftest import BUNDLES, tiny_train_overrides, torchrun_train
 
 
 @pytest.mark.parametrize("bundle, patience", [("medsegdiff", 10), ("segdiff", 0)])
@@ -19,15 +19,7 @@ def test_torchrun_two_processes_gloo(bundle: str, patience: int, tiny_datalist: 
     overrides.pop("device")  # multi_gpu_train.json picks the device per rank
     overrides["batch_size"] = 1
     overrides["patience"] = patience
-    result = run_bundle(
-        "run",
-        "--config_file",
-        str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
-        "--logging_file",
-        str(configs / "logging.conf"),
-        *bundle_cli(overrides),
-        nproc=2,
-    )
+    result = torchrun_train(configs, overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     # 3 training slices split over 2 ranks (DistributedSampler pads to 2 each): 2 iterations of batch 1
     final = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 
-from tests.bundles.conftest import REPO, bundle_cli, run_bundle
+from tests.bundles.conftest import REPO, bundle_cli, run_bundle, torchrun_train
 
 BUNDLE = REPO / "bundles" / "palette"
 TASKS = ("inpainting", "uncropping", "jpeg", "colorization")
@@ -185,15 +185,7 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
         "val_interval": 1,
         "val_num_inference_steps": 2,
     }
-    result = run_bundle(
-        "run",
-        "--config_file",
-        str([str(configs / "train.json"), str(configs / "multi_gpu_train.json")]),
-        "--logging_file",
-        str(configs / "logging.conf"),
-        *bundle_cli(overrides),
-        nproc=2,
-    )
+    result = torchrun_train(configs, overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     # 9 training slices split over 2 ranks (DistributedSampler pads to 5 each): 2 iterations of batch 4
     final = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
