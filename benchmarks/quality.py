@@ -6,8 +6,9 @@ only takes square inputs). Training slab z in [20, 85), test slab z in [105, 150
 slice). Every trained model gets the same budget: ``--iterations`` AdamW steps at batch ``--batch``, learning
 rate ``--lr``, random left/right flips, EMA of the weights (decay 0.995) used for evaluation; wall-clock per
 model is recorded. The diffusion models are trained with x0 ("sample") prediction on T = 1000 linear betas
-1e-4..0.02 (the lucidrains model with its own ``pred_x0`` objective on its own linear schedule, the same
-betas); the UNet with Dice + cross-entropy.
+1e-4..0.02 (``--prediction-type epsilon`` or ``v_prediction`` trains and samples the medseg diffusion models
+with that target instead; the lucidrains model keeps its own ``pred_x0`` objective on its own linear schedule,
+the same betas); the UNet with Dice + cross-entropy.
 
 Reported per class (GM, WM), averaged over the test slices: Dice@0.5 (argmax), HD95 (mm), ECE (15 bins,
 per class), Brier (per class, binary). For MedSegDiff and SegDiff also as functions of the number of DDIM
@@ -179,7 +180,7 @@ def train(
         loss_fn: Callable = DiceCELoss(to_onehot_y=True, softmax=True)
     elif name != "lucidrains":
         prepare = ConditionalDiffusionPrepareBatch(
-            _scheduler("ddpm", args.timesteps), NUM_CLASSES, seed=args.seed
+            _scheduler("ddpm", args.timesteps, args.prediction_type), NUM_CLASSES, seed=args.seed
         )
     losses = []
     net.train()
@@ -228,14 +229,14 @@ def _sync(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
-def _scheduler(sampler: str, timesteps: int):
+def _scheduler(sampler: str, timesteps: int, prediction_type: str = "sample"):
     scale = 1000.0 / timesteps
     return make_scheduler(
         sampler,
         num_train_timesteps=timesteps,
         beta_start=1e-4 * scale,
         beta_end=0.02 * scale,
-        prediction_type="sample",
+        prediction_type=prediction_type,
     )
 
 
@@ -248,11 +249,13 @@ def sample_medseg(
     timesteps: int,
     seed: int = 0,
     eta: float = 0.0,
+    prediction_type: str = "sample",
 ) -> tuple[torch.Tensor, float, int]:
     """medseg's batched ensemble sampler: (members (N, M, 3, H, W), seconds, network evaluations).
 
     Runs on the device of ``net``'s parameters (``images`` are moved there, and so are the member generators,
-    which :func:`sample_ensemble` creates on the image's device); ``eta`` applies to DDIM only.
+    which :func:`sample_ensemble` creates on the image's device); ``eta`` applies to DDIM only;
+    ``prediction_type`` is the network's training target.
     """
     device = next(net.parameters()).device
     images = images.to(device)
@@ -260,7 +263,7 @@ def sample_medseg(
     result = sample_ensemble(
         net,
         images,
-        _scheduler(sampler, timesteps),
+        _scheduler(sampler, timesteps, prediction_type),
         num_channels=NUM_CLASSES,
         num_members=members,
         num_inference_steps=steps,
@@ -304,6 +307,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         nargs="*",
         default=[0.0, 1.0],
         help="DDIM etas compared on the same trained MedSegDiff/SegDiff (main steps and members)",
+    )
+    parser.add_argument(
+        "--prediction-type",
+        default="sample",
+        choices=["sample", "epsilon", "v_prediction"],
+        help="training target and sampler parametrisation of the medseg diffusion models",
     )
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
@@ -456,13 +465,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sweeps = name in ("medsegdiff", "segdiff")
             top = max(max(args.members), main_members) if sweeps else main_members
             members, seconds, evals = sample_medseg(
-                ema, test_images, "ddim", main_steps, top, args.timesteps, args.seed, args.eta
+                ema,
+                test_images,
+                "ddim",
+                main_steps,
+                top,
+                args.timesteps,
+                args.seed,
+                args.eta,
+                args.prediction_type,
             )
             members = members.cpu()
             entry.update(
                 sample_seconds=seconds * main_members / top,
                 network_evaluations=evals * main_members // top,
-                sampler=f"DDIM eta={args.eta:g}, {main_steps} steps, {main_members} members, mean fusion",
+                sampler=f"DDIM eta={args.eta:g}, {main_steps} steps, {main_members} members, mean fusion, "
+                f"{args.prediction_type.removesuffix('_prediction')} prediction",
                 member_variance=member_variance(members[:, :main_members]),
             )
             finish(name, entry, members[:, :main_members].mean(1), model_began)
@@ -480,7 +498,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         (members[:, :main_members], seconds * main_members / top, evals)
                         if k == main_steps
                         else sample_medseg(
-                            ema, test_images, "ddim", k, main_members, args.timesteps, args.seed, args.eta
+                            ema,
+                            test_images,
+                            "ddim",
+                            k,
+                            main_members,
+                            args.timesteps,
+                            args.seed,
+                            args.eta,
+                            args.prediction_type,
                         )
                     )
                     mem = mem.cpu()
@@ -508,7 +534,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         (members[:, :main_members], seconds * main_members / top, evals)
                         if eta == args.eta
                         else sample_medseg(
-                            ema, test_images, "ddim", main_steps, main_members, args.timesteps, args.seed, eta
+                            ema,
+                            test_images,
+                            "ddim",
+                            main_steps,
+                            main_members,
+                            args.timesteps,
+                            args.seed,
+                            eta,
+                            args.prediction_type,
                         )
                     )
                     mem = mem.cpu()
@@ -532,7 +566,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if name in args.ddpm_models and args.ddpm_slices > 0:
                 sub = torch.linspace(0, test_images.shape[0] - 1, args.ddpm_slices).round().long()
                 ddpm, sec_ddpm, ev_ddpm = sample_medseg(
-                    ema, test_images[sub], "ddpm", args.timesteps, main_members, args.timesteps, args.seed
+                    ema,
+                    test_images[sub],
+                    "ddpm",
+                    args.timesteps,
+                    main_members,
+                    args.timesteps,
+                    args.seed,
+                    prediction_type=args.prediction_type,
                 )
                 ddpm = ddpm.cpu()
                 results["ddpm_full"][name] = {

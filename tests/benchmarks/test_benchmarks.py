@@ -49,6 +49,19 @@ def test_quality_quick(results_dir):
         assert math.isfinite(data["steps_sweep"][name]["2"]["member_variance"])
         assert set(data["eta_sweep"][name]) == {"0", "1"}
         assert all(math.isfinite(e["member_variance"]) for e in data["eta_sweep"][name].values())
+    assert data["settings"]["prediction_type"] == "sample"
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_quality_quick_prediction_type(tmp_path, prediction_type):
+    out = tmp_path / "quality.json"
+    argv = ["--quick", "--models", "medsegdiff", "--prediction-type", prediction_type, "--out", str(out)]
+    data = quality.main([*argv, "--ddpm-slices", "0"])
+    assert json.loads(out.read_text())["settings"]["prediction_type"] == prediction_type
+    entry = data["models"]["medsegdiff"]
+    assert entry["sampler"].endswith(f"{prediction_type.removesuffix('_prediction')} prediction")
+    assert all(math.isfinite(entry["metrics"][key]) for key in ("dice", "ece", "brier"))
+    assert all(math.isfinite(e["member_variance"]) for e in data["eta_sweep"]["medsegdiff"].values())
 
 
 def test_speed_and_volume_quick(results_dir):
