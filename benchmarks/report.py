@@ -314,6 +314,30 @@ def _quality_gpu(q: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _cpu_threads(ct: dict[str, Any]) -> list[str]:
+    med = ct.get("seconds_median", {})
+    lines = [
+        "## Torch threads on the 2-core CPU, idle and beside another job",
+        "",
+        f"Machine: {ct['machine'].get('nproc')} x {ct['machine'].get('cpu_model')} CPU cores (no GPU), torch "
+        f"{ct['machine'].get('torch')}, nothing else running but the competing process of each row. Files: "
+        f"{', '.join(ct.get('files', []))}.",
+        "",
+        "Reproduce: `python -m benchmarks.cpu_threads --out benchmarks/results/cpu_threads.json`. One forward "
+        "pass of the Palette bundle's network (batch 12, 48 x 56), a fresh process per setting, medians of "
+        f"{ct.get('settings', {}).get('repeats')} interleaved rounds.",
+        "",
+        "| load | 1 thread ms | 2 threads ms | 2 threads, `OMP_WAIT_POLICY=PASSIVE` ms |",
+        "|---|---|---|---|",
+    ]
+    for load in dict.fromkeys(k.split(" / ")[0] for k in med):
+        row = [
+            med.get(f"{load} / {n}") for n in ("1 thread", "2 threads", "2 threads, OMP_WAIT_POLICY=PASSIVE")
+        ]
+        lines.append(f"| {load} | " + " | ".join(_f(v * 1000 if v else None, 0) for v in row) + " |")
+    return [*lines, ""]
+
+
 def _flags(settings: dict[str, Any]) -> str:
     """Command-line flags that reproduce ``settings`` (argparse names)."""
     parts = []
@@ -468,6 +492,8 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
         else ["## Training", "", "not run", ""]
     )
     lines += _volumes(results["volumes"]) if "volumes" in results else ["## Volumes", "", "not run", ""]
+    if "cpu_threads" in results:
+        lines += _cpu_threads(results["cpu_threads"])
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
