@@ -152,3 +152,22 @@ def test_verify_net_in_out_command_on_the_shipped_weights(bundle: str) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "data shape of network is verified with no error" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+@pytest.mark.parametrize("config", ["inference", "train"])
+def test_num_threads_override_sets_torch_threads(bundle: str, config: str) -> None:
+    """--num_threads 1 (advised on a shared CPU) reaches torch.set_num_threads; the default leaves it alone."""
+    before = torch.get_num_threads()
+    try:
+        for threads, expected in ((1, 1), (None, 2)):  # None leaves the 2 threads set before
+            torch.set_num_threads(2)
+            ConfigWorkflow(
+                config_file=str(BUNDLES / bundle / "configs" / f"{config}.json"),
+                logging_file=False,
+                workflow_type="infer" if config == "inference" else "train",
+                num_threads=threads,
+            ).parser.get_parsed_content("initialize")
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
