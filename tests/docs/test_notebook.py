@@ -22,4 +22,5 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "grey_matter" in text and "Dice" in text and "ECE" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # the overlay figure and the reliability diagram
+    assert len(images) >= 3  # the overlay figure, the reliability diagram and the Palette samples
+    assert "known pixels kept: True" in text
