@@ -7,6 +7,7 @@ the checks :func:`check_finite`, :func:`check_label`, :func:`check_pair`, the er
 of preprocessed volumes). See ``docs/data.md``.
 """
 
+from medseg.data.annotators import AnnotatorSliceDataset, draw_annotator_labels, mni_tissue_probabilities
 from medseg.data.checks import check_finite, check_label, check_pair
 from medseg.data.datalists import DatalistKey, load_datalist
 from medseg.data.dicom import DicomSeriesInfo, list_dicom_series
@@ -25,6 +26,7 @@ from medseg.data.writers import atomic_write, save_image
 
 __all__ = [
     "MNI_SLABS",
+    "AnnotatorSliceDataset",
     "DatalistKey",
     "DicomSeriesInfo",
     "ImageFormat",
@@ -36,10 +38,12 @@ __all__ = [
     "check_label",
     "check_pair",
     "detect_format",
+    "draw_annotator_labels",
     "kmeans_tissue_baseline",
     "list_dicom_series",
     "load_datalist",
     "load_image",
+    "mni_tissue_probabilities",
     "mni_tissue_sample",
     "mni_tissue_slices",
     "normalize_percentile",
