@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = outcome.metrics
     kmeans = _kmeans_dice(sample)
     print(
-        f"\n{args.bundle}: {args.ensemble} members x {args.steps} DDIM steps, fusion {segmenter.defaults['fusion']}, {seconds:.0f} s"
+        f"\n{args.bundle}: {args.ensemble} members x {args.steps} DDIM steps, fusion {segmenter.fusion}, {seconds:.0f} s"
     )
     print(f"{'class':<14}{'Dice':>8}{'HD95 mm':>9}{'ECE':>8}{'k-means Dice':>14}")
     for (name, scores), base in zip(metrics["classes"].items(), kmeans):

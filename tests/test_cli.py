@@ -49,8 +49,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "checkpoint": "@ckpt_path",
             "spacing": [8.0, 8.0, 8.0],
             "divisible_by": 4,
-            "num_ensemble": 2,
-            "num_inference_steps": 2,
+            "ensemble": 2,
+            "steps": 2,
             "device": "@device",
         },
     }

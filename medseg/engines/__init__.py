@@ -6,13 +6,11 @@ from medseg.engines.checkpoints import ResumableCheckpoint, latest_checkpoint
 from medseg.engines.evaluation import class_summary
 from medseg.engines.handlers import GradientClipHandler, TrainingTimeLimit
 from medseg.engines.prepare_batch import ConditionalDiffusionPrepareBatch
-from medseg.engines.single_input import SamplingSegmentationModel
 
 __all__ = [
     "ConditionalDiffusionPrepareBatch",
     "GradientClipHandler",
     "ResumableCheckpoint",
-    "SamplingSegmentationModel",
     "TrainingTimeLimit",
     "class_summary",
     "latest_checkpoint",

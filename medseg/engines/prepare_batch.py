@@ -17,13 +17,13 @@ Image-to-image translation (Palette, Saharia et al. 2022) uses three options: ``
 label is an image already in [-1, 1], not a mask), ``noise_conditioning="noise_level"`` (the network gets the
 continuous noise level ``sqrt(gamma)`` drawn between two levels of the schedule instead of t) and ``mask_key``
 (the target becomes a :class:`MaskedTarget`, so a masked loss such as
-:class:`medseg.translation.DiffusionLoss` counts only the pixels to generate).
+:class:`medseg.losses.DiffusionLoss` counts only the pixels to generate).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -31,23 +31,11 @@ from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.networks.schedulers import Scheduler
 
-from medseg.inferers.mask_codec import MaskCodec
-from medseg.inferers.noise_level import NoiseConditioning, check_noise_conditioning, sample_noise_levels
-from medseg.inferers.schedulers import PredictionType
+from medseg.diffusion import GaussianProcess, MaskCodec, NoiseConditioning, PredictionType
+from medseg.losses import MaskedTarget
+from medseg.utils import check_option
 
-__all__ = ["ConditionalDiffusionPrepareBatch", "MaskedTarget"]
-
-
-class MaskedTarget(NamedTuple):
-    """A regression target with the pixels that count in the loss.
-
-    Attributes:
-        target: ``(B, C, *sp)`` the objective's target (noise, x0 or v).
-        mask: ``(B, 1 or C, *sp)`` 1 where the loss counts (e.g. the region to inpaint), 0 elsewhere.
-    """
-
-    target: torch.Tensor
-    mask: torch.Tensor
+__all__ = ["ConditionalDiffusionPrepareBatch"]
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -69,9 +57,10 @@ class ConditionalDiffusionPrepareBatch(PrepareBatch):
             rank draws different noise. None uses torch's global RNG (e.g. set by ``monai.utils.set_determinism``).
         encode_label: encode the label with :class:`MaskCodec` (segmentation). False takes the label as x0
             unchanged (image targets already in [-1, 1], e.g. translation).
-        noise_conditioning: a :class:`~medseg.inferers.noise_level.NoiseConditioning` name. ``"noise_level"``
-            draws ``sqrt(gamma)`` piecewise uniformly over the schedule (:func:`sample_noise_levels`), noises with
-            ``x_t = sqrt(gamma) x0 + sqrt(1 - gamma) noise`` and passes ``sqrt(gamma)`` as ``timesteps``.
+        noise_conditioning: a :class:`~medseg.diffusion.NoiseConditioning` name. ``"noise_level"``
+            draws ``sqrt(gamma)`` piecewise uniformly over the schedule, noises with
+            ``x_t = sqrt(gamma) x0 + sqrt(1 - gamma) noise`` and passes ``sqrt(gamma)`` as ``timesteps``
+            (:meth:`medseg.diffusion.GaussianProcess.training_inputs`).
         mask_key: batch key of a ``(B, 1, *sp)`` loss mask (1 = pixels that count). When set, the target is a
             :class:`MaskedTarget`; the loss must accept it.
 
@@ -94,18 +83,13 @@ class ConditionalDiffusionPrepareBatch(PrepareBatch):
     ) -> None:
         if prediction_type is None:
             prediction_type = getattr(scheduler, "prediction_type", PredictionType.EPSILON)
-        if prediction_type not in PredictionType.__members__.values():
-            raise ValueError(
-                f"prediction_type must be one of {[p.value for p in PredictionType]}, got {prediction_type!r}."
-            )
-        self.scheduler = scheduler
+        self.prediction_type = check_option(prediction_type, PredictionType, "prediction_type")
+        self.process = GaussianProcess(scheduler, noise_conditioning=noise_conditioning)
         self.codec = MaskCodec(num_channels)
-        self.prediction_type = PredictionType(prediction_type)
         self.image_key = image_key
         self.label_key = label_key
         self.seed = seed
         self.encode_label = bool(encode_label)
-        self.noise_conditioning = check_noise_conditioning(noise_conditioning)
         self.mask_key = mask_key
         self._generators: dict[str, torch.Generator] = {}
 
@@ -118,34 +102,6 @@ class ConditionalDiffusionPrepareBatch(PrepareBatch):
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
             self._generators[key] = torch.Generator(device=device).manual_seed(int(self.seed) + rank)
         return self._generators[key]
-
-    def get_target(
-        self,
-        x0: torch.Tensor,
-        noise: torch.Tensor,
-        timesteps: torch.Tensor,
-        sqrt_gamma: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The regression target of the objective.
-
-        Args:
-            x0: ``(B, C, *sp)`` encoded masks.
-            noise: ``(B, C, *sp)`` the noise used for x_t.
-            timesteps: ``(B,)`` timesteps.
-            sqrt_gamma: ``(B,)`` continuous noise levels; when given, v uses them instead of the schedule.
-
-        Returns:
-            ``(B, C, *sp)`` noise, x0 or v.
-        """
-        if self.prediction_type == PredictionType.EPSILON:
-            return noise
-        if self.prediction_type == PredictionType.SAMPLE:
-            return x0
-        if sqrt_gamma is None:
-            return self.scheduler.get_velocity(x0, noise, timesteps)
-        a = sqrt_gamma.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
-        # v = sqrt(gamma) noise - sqrt(1 - gamma) x0 (Salimans & Ho 2022, Eq. 8 of their notation)
-        return a * noise - (1 - a**2).clamp_min(0).sqrt() * x0
 
     def __call__(
         self,
@@ -175,23 +131,9 @@ class ConditionalDiffusionPrepareBatch(PrepareBatch):
         image, label = _plain(image), _plain(label)
         x0 = self.codec.encode(label) if self.encode_label else label
         x0 = x0.to(image.dtype if image.is_floating_point() else torch.float32)
-        gen = self._generator(x0.device)
-        noise = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
-        if self.noise_conditioning == NoiseConditioning.NOISE_LEVEL:
-            timesteps, sqrt_gamma = sample_noise_levels(self.scheduler, x0.shape[0], x0.device, gen)
-            a = sqrt_gamma.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
-            # y_t = sqrt(gamma) y0 + sqrt(1 - gamma) eps (Palette Eq. 1)
-            x_t = a * x0 + (1 - a**2).clamp_min(0).sqrt() * noise
-            target = self.get_target(x0, noise, timesteps, sqrt_gamma)
-            condition = sqrt_gamma
-        else:
-            timesteps = torch.randint(
-                0, self.scheduler.num_train_timesteps, (x0.shape[0],), generator=gen, device=x0.device
-            ).long()
-            x_t = self.scheduler.add_noise(x0, noise, timesteps)
-            target = self.get_target(x0, noise, timesteps)
-            condition = timesteps
+        inputs = self.process.training_inputs(x0, self._generator(x0.device), self.prediction_type)
+        x_t, target = inputs.x_t, inputs.target
         if self.mask_key:
             mask = _plain(batchdata[self.mask_key].to(device, non_blocking=non_blocking, **kwargs))
             target = MaskedTarget(target, mask.to(target.dtype))
-        return x_t, target, (), {"timesteps": condition, "image": image}
+        return x_t, target, (), {"timesteps": inputs.model_time, "image": image}

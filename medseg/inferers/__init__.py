@@ -1,36 +1,26 @@
-"""Conditional diffusion inferers: mask encoding, training prediction, batched ensemble sampling, volumes."""
+"""Predictors over images and volumes built on the diffusion core: MONAI inferers, ensembles of masks for a
+batch of images, the single-input sampling model, slice-wise and sliding-window volumes."""
 
 from __future__ import annotations
 
-from medseg.inferers.inferer import ConditionalDiffusionInferer, EnsembleSegmentationInferer
-from medseg.inferers.mask_codec import MaskCodec
-from medseg.inferers.noise_level import (
-    NoiseConditioning,
-    NoiseLevelAdapter,
-    check_noise_conditioning,
-    sample_noise_levels,
+from medseg.inferers.inferer import (
+    ConditionalDiffusionInferer,
+    EnsembleSegmentationInferer,
+    OutputCodec,
+    SamplingModel,
 )
-from medseg.inferers.sampling import EnsembleSample, KnownRegionMode, member_generators, sample_ensemble
-from medseg.inferers.schedulers import PredictionType, Sampler, SpacedDDIMScheduler, make_scheduler
-from medseg.inferers.volume import VolumeSegmentation, slicewise_inference, sliding_window_ensemble_inference
+from medseg.inferers.sampling import EnsembleSample, as_process, sample_ensemble
+from medseg.inferers.volume import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
 
 __all__ = [
     "ConditionalDiffusionInferer",
     "EnsembleSample",
     "EnsembleSegmentationInferer",
-    "KnownRegionMode",
-    "MaskCodec",
-    "NoiseConditioning",
-    "NoiseLevelAdapter",
-    "PredictionType",
-    "Sampler",
-    "SpacedDDIMScheduler",
-    "VolumeSegmentation",
-    "check_noise_conditioning",
-    "make_scheduler",
-    "member_generators",
+    "OutputCodec",
+    "SamplingModel",
+    "VolumeMembers",
+    "as_process",
     "sample_ensemble",
-    "sample_noise_levels",
     "slicewise_inference",
     "sliding_window_ensemble_inference",
 ]

@@ -1,47 +1,52 @@
-"""Inferers for conditional diffusion segmentation (training prediction and ensemble sampling).
+"""MONAI inferers and the single-input model for image-conditioned diffusion (segmentation and translation).
 
-``ConditionalDiffusionInferer`` is what ``monai.engines.SupervisedTrainer`` calls during training (the prepare-batch
-:class:`medseg.engines.ConditionalDiffusionPrepareBatch` has already noised the mask), and it also runs the
-sampling loop through :meth:`ConditionalDiffusionInferer.sample`. ``EnsembleSegmentationInferer`` adapts the
-sampler to ``monai.engines.SupervisedEvaluator`` / bundle inference configs, where the inferer receives only
-the image and must return a probability map.
+* :class:`ConditionalDiffusionInferer`: what ``monai.engines.SupervisedTrainer`` calls during training (the
+  prepare-batch :class:`medseg.engines.ConditionalDiffusionPrepareBatch` has already noised the target), and
+  :meth:`~ConditionalDiffusionInferer.sample` for ensembles.
+* :class:`EnsembleSegmentationInferer`: for ``SupervisedEvaluator`` and inference configs, image in, the mean
+  member probability out.
+* :class:`SamplingModel`: ``image -> output`` with the whole sampling loop in ``forward``, the model a bundle's
+  ``network_data_format`` describes (MONAI's ``verify_net_in_out`` calls ``net(image)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from monai.inferers import Inferer
 from monai.networks.schedulers import Scheduler
+from monai.utils import StrEnum
+from torch import nn
 
-from medseg.inferers.noise_level import NoiseConditioning, NoiseLevelAdapter, check_noise_conditioning
-from medseg.inferers.sampling import EnsembleSample, KnownRegionMode, sample_ensemble
+from medseg.diffusion import ImageCodec, NoiseConditioning, SamplingOptions, check_noise_conditioning
+from medseg.inferers.sampling import EnsembleSample, sample_ensemble
+from medseg.utils import check_option
 
-__all__ = ["ConditionalDiffusionInferer", "EnsembleSegmentationInferer"]
+__all__ = ["ConditionalDiffusionInferer", "EnsembleSegmentationInferer", "OutputCodec", "SamplingModel"]
 
 
 class ConditionalDiffusionInferer(Inferer):
     """Image-conditioned diffusion inferer: one-step prediction for training, ensemble sampling for inference.
 
     Args:
-        scheduler: scheduler with MONAI's protocol, used by :meth:`sample` (DDPM or DDIM over the training
-            schedule, see :func:`medseg.inferers.make_scheduler`).
-        num_channels: mask channels C (1 = binary, C = C classes incl. background).
-        num_members: default ensemble size M.
-        num_inference_steps: default K (None = ``scheduler.num_train_timesteps``).
+        scheduler: the sampling scheduler (DDPM or DDIM, see :func:`medseg.diffusion.make_scheduler`).
+        num_channels: channels C of the sampled state (mask channels: 1 = binary, C = C classes incl.
+            background; or target image channels).
+        ensemble: default members M (:class:`~medseg.diffusion.SamplingOptions` names and defaults).
+        steps: default sampling steps K (None = every step of ``scheduler``).
         eta: default DDIM eta.
         max_batch: default most items per network call (None = all B*M at once).
+        seed: default seed of the members' noise (None = torch's global RNG).
         progress: default for the tqdm bar.
-        noise_conditioning: a :class:`~medseg.inferers.noise_level.NoiseConditioning` name. ``"timestep"``
-            (default): the network gets integer timesteps. ``"noise_level"``: the network gets the continuous
-            noise level ``sqrt(alpha_bar)`` (Palette); training passes it through unchanged and :meth:`sample`
-            maps each timestep of ``scheduler`` to its ``sqrt(alpha_bar_t)``, so ``scheduler`` may be another
-            schedule than the training one.
+        noise_conditioning: a :class:`~medseg.diffusion.NoiseConditioning` name. ``"timestep"``: the network
+            gets integer timesteps. ``"noise_level"``: the network gets the continuous noise level
+            ``sqrt(alpha_bar)`` (Palette); training passes it through unchanged and sampling gives the level of
+            each timestep of ``scheduler``, so ``scheduler`` may be another schedule than the training one.
 
     Example:
-        >>> inferer = ConditionalDiffusionInferer(make_scheduler("ddim"), num_members=5, num_inference_steps=50)
+        >>> inferer = ConditionalDiffusionInferer(make_scheduler("ddim"), ensemble=5, steps=50)
         >>> pred = inferer(x_t, network, timesteps=t, image=img)          # training, (B, C, *sp)
         >>> result = inferer.sample(network, img, seed=0)                # result.members: (B, 5, C, *sp)
     """
@@ -50,22 +55,19 @@ class ConditionalDiffusionInferer(Inferer):
         self,
         scheduler: Scheduler,
         num_channels: int = 1,
-        num_members: int = 1,
-        num_inference_steps: int | None = None,
-        eta: float = 0.0,
-        max_batch: int | None = None,
-        progress: bool = False,
+        ensemble: int = SamplingOptions.ensemble,
+        steps: int | None = SamplingOptions.steps,
+        eta: float = SamplingOptions.eta,
+        max_batch: int | None = SamplingOptions.max_batch,
+        seed: int | None = SamplingOptions.seed,
+        progress: bool = SamplingOptions.progress,
         noise_conditioning: str = NoiseConditioning.TIMESTEP,
     ) -> None:
         super().__init__()
         self.noise_conditioning = check_noise_conditioning(noise_conditioning)
         self.scheduler = scheduler
         self.num_channels = int(num_channels)
-        self.num_members = int(num_members)
-        self.num_inference_steps = num_inference_steps
-        self.eta = float(eta)
-        self.max_batch = max_batch
-        self.progress = progress
+        self.options = SamplingOptions(ensemble, steps, eta, max_batch, seed, progress)
 
     def __call__(  # type: ignore[override]
         self,
@@ -78,8 +80,8 @@ class ConditionalDiffusionInferer(Inferer):
         """Predict for training: ``network(x_t, timesteps, image)`` (or with a precomputed ``condition``).
 
         Args:
-            inputs: ``(B, C, *sp)`` noisy masks x_t.
-            network: the denoiser (may be wrapped in DistributedDataParallel; it is called through ``forward``).
+            inputs: ``(B, C, *sp)`` noisy states x_t.
+            network: the denoiser (may be wrapped in DistributedDataParallel).
             timesteps: ``(B,)`` integer timesteps (or float noise levels with ``noise_conditioning="noise_level"``).
             image: ``(B, C_img, *sp)`` conditioning images.
             condition: precomputed image encoding, passed as ``condition=`` instead of the image.
@@ -93,92 +95,95 @@ class ConditionalDiffusionInferer(Inferer):
             raise ValueError("ConditionalDiffusionInferer needs `image` (or `condition`) to predict.")
         return network(inputs, timesteps, image)
 
-    def sample(
-        self,
-        network: Callable[..., torch.Tensor],
-        image: torch.Tensor,
-        num_members: int | None = None,
-        num_inference_steps: int | None = None,
-        eta: float | None = None,
-        max_batch: int | None = None,
-        seed: int | Sequence[int] | None = None,
-        generator: torch.Generator | None = None,
-        known: torch.Tensor | None = None,
-        known_mask: torch.Tensor | None = None,
-        known_mode: str = KnownRegionMode.EVERY_STEP,
-        progress: bool | None = None,
-    ) -> EnsembleSample:
-        """Sample an ensemble; arguments left as None take the inferer's defaults. See :func:`sample_ensemble`.
-
-        Returns:
-            :class:`EnsembleSample`: ``members`` ``(B, M, C, *sp)`` probabilities, ``x0`` raw samples and
-            evaluation counts.
+    def sample(self, network: Callable[..., torch.Tensor], image: torch.Tensor, **kwargs: Any) -> EnsembleSample:
+        """Sample an ensemble with the inferer's scheduler and default options; ``kwargs`` are
+        :func:`~medseg.inferers.sample_ensemble` arguments and option overrides (``ensemble``, ``steps``, ...).
         """
-        if self.noise_conditioning == NoiseConditioning.NOISE_LEVEL:
-            network = NoiseLevelAdapter(network, self.scheduler)  # type: ignore[arg-type]
         return sample_ensemble(
             network,
             image,
             self.scheduler,
             num_channels=self.num_channels,
-            num_members=self.num_members if num_members is None else num_members,
-            num_inference_steps=self.num_inference_steps
-            if num_inference_steps is None
-            else num_inference_steps,
-            eta=self.eta if eta is None else eta,
-            max_batch=self.max_batch if max_batch is None else max_batch,
-            seed=seed,
-            generator=generator,
-            known=known,
-            known_mask=known_mask,
-            known_mode=known_mode,
-            progress=self.progress if progress is None else progress,
+            options=self.options,
+            noise_conditioning=self.noise_conditioning,
+            **kwargs,
         )
 
 
-class EnsembleSegmentationInferer(Inferer):
-    """Inferer for evaluators and inference configs: image in, mean ensemble probability out.
+class EnsembleSegmentationInferer(ConditionalDiffusionInferer):
+    """Inferer for evaluators and inference configs: ``inferer(image, network)`` samples M members per image
+    and returns their mean probability ``(B, C, *sp)`` in [0, 1], from the configured seed at every call (so
+    results do not depend on call order). Arguments are :class:`ConditionalDiffusionInferer`'s.
+    """
 
-    ``inferer(image, network)`` samples M members per image and returns their mean, ``(B, C, *sp)`` in [0, 1].
-    Use :mod:`medseg.ensemble` on :meth:`ConditionalDiffusionInferer.sample` output for other fusions and
-    uncertainty maps.
+    def __call__(  # type: ignore[override]
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Return the mean member probability for images ``inputs`` ``(B, C_img, *sp)``."""
+        return self.sample(network, inputs).members.mean(dim=1)
+
+
+class OutputCodec(StrEnum):
+    """What :class:`SamplingModel` returns: ``mask``: the mean member probability in [0, 1];
+    ``image``: the mean of the samples as an image in [0, 1]."""
+
+    MASK = "mask"
+    IMAGE = "image"
+
+
+class SamplingModel(nn.Module):
+    """``image (B, C_img, *sp) -> (B, C, *sp)`` by ensemble diffusion sampling with an image-conditioned denoiser.
 
     Args:
-        scheduler: scheduler with MONAI's protocol.
-        num_channels: mask channels C.
-        num_members: ensemble size M.
-        num_inference_steps: K (None = all training steps).
+        network: the denoiser ``forward(x_t, t, image)``; its parameters are this module's.
+        scheduler: the sampling scheduler.
+        num_channels: channels C of the sampled state.
+        output: an :class:`OutputCodec` name.
+        ensemble: members M; the output is their mean.
+        steps: sampling steps K (None = every step of ``scheduler``).
         eta: DDIM eta.
-        max_batch: most items per network call.
-        seed: seed for every call (each call restarts from it, so results do not depend on call order).
-        progress: show a tqdm bar.
+        seed: seed of the members' noise (each call restarts from it).
+        noise_conditioning: how the network was trained (:class:`~medseg.diffusion.NoiseConditioning`).
+
+    Example:
+        >>> model = SamplingModel(net, make_scheduler("ddim"), num_channels=3, steps=2)
+        >>> model(torch.rand(1, 1, 32, 32)).shape  # (1, 3, 32, 32), sums to 1 over channels
     """
 
     def __init__(
         self,
+        network: nn.Module,
         scheduler: Scheduler,
         num_channels: int = 1,
-        num_members: int = 5,
-        num_inference_steps: int | None = None,
-        eta: float = 0.0,
-        max_batch: int | None = None,
-        seed: int | None = 0,
-        progress: bool = False,
+        output: str = OutputCodec.MASK,
+        ensemble: int = SamplingOptions.ensemble,
+        steps: int | None = SamplingOptions.steps,
+        eta: float = SamplingOptions.eta,
+        seed: int | None = SamplingOptions.seed,
+        noise_conditioning: str = NoiseConditioning.TIMESTEP,
     ) -> None:
         super().__init__()
-        self.diffusion = ConditionalDiffusionInferer(
-            scheduler,
-            num_channels=num_channels,
-            num_members=num_members,
-            num_inference_steps=num_inference_steps,
-            eta=eta,
-            max_batch=max_batch,
-            progress=progress,
+        self.network = network
+        self.output = check_option(output, OutputCodec, "output")
+        self.inferer = ConditionalDiffusionInferer(
+            scheduler, num_channels, ensemble, steps, eta, seed=seed, noise_conditioning=noise_conditioning
         )
-        self.seed = seed
 
-    def __call__(
-        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
-        """Return the mean member probability ``(B, C, *sp)`` for images ``inputs`` ``(B, C_img, *sp)``."""
-        return self.diffusion.sample(network, inputs, seed=self.seed).members.mean(dim=1)
+    @property
+    def options(self) -> SamplingOptions:
+        """The sampling options."""
+        return self.inferer.options
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Sample and return the mean of the members, decoded by ``output``.
+
+        Raises:
+            ValueError: if ``image`` has no channel and spatial dimensions.
+        """
+        if image.ndim < 3:
+            raise ValueError(f"expected an image of shape (B, C, *spatial), got {tuple(image.shape)}.")
+        result = self.inferer.sample(self.network, image)
+        if self.output == OutputCodec.MASK:
+            return result.members.mean(dim=1)
+        return ImageCodec().decode(result.x0).mean(dim=1)

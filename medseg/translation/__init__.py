@@ -3,10 +3,10 @@
 Tasks (:mod:`medseg.translation.tasks`): inpainting, uncropping, JPEG restoration, colorization, generated on
 the fly from clean images. The denoiser :class:`PaletteUNet` sees ``concat(x, y_t)`` and the continuous noise
 level; training is ``monai.engines.SupervisedTrainer`` with :class:`medseg.engines.ConditionalDiffusionPrepareBatch`
-(``encode_label=False, noise_conditioning="noise_level", mask_key="mask"``) and :class:`DiffusionLoss`;
-sampling is :func:`translate` on the shared ensemble sampler, and :class:`SamplingTranslationModel` is its
-single-input view ``x -> y`` for MONAI's ``verify_net_in_out``. :class:`Translator` is the notebook API: your own
-degraded image (and region mask) in, samples in [0, 1] out. See ``docs/bundles/palette.md``.
+(``encode_label=False, noise_conditioning="noise_level", mask_key="mask"``) and
+:class:`medseg.losses.DiffusionLoss`; sampling is :func:`translate` on the diffusion core, and
+:class:`medseg.inferers.SamplingModel` (``output="image"``) is its single-input view ``x -> y`` for MONAI's
+``verify_net_in_out``. :class:`medseg.workflows.Translator` is the notebook API. See ``docs/bundles/palette.md``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from medseg.translation.evaluation import (
     translation_figure,
     translation_metrics,
 )
-from medseg.translation.losses import DiffusionLoss, LossNorm
 from medseg.translation.networks import PaletteUNet
 from medseg.translation.sampling import (
     ImageTranslationInferer,
-    SamplingTranslationModel,
     TranslationEvalPrepareBatch,
     fill_region_with_noise,
     translate,
@@ -45,23 +43,17 @@ from medseg.translation.tasks import (
     task_spec,
     uncrop_mask,
 )
-from medseg.translation.translator import TranslationOutput, Translator
 
 __all__ = [
     "NATURAL_SPLITS",
-    "DiffusionLoss",
     "ImageTranslationInferer",
-    "LossNorm",
     "MaskType",
     "OutputFormat",
     "PaletteDegradationd",
     "PaletteTask",
     "PaletteUNet",
-    "SamplingTranslationModel",
     "TranslationEvalPrepareBatch",
-    "TranslationOutput",
     "TranslationResult",
-    "Translator",
     "UncropSide",
     "baseline_predictions",
     "box_mask",

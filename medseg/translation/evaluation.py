@@ -35,10 +35,10 @@ from monai.utils import StrEnum
 from torch import nn
 
 from medseg.data.writers import atomic_write
-from medseg.inferers.noise_level import NoiseConditioning
+from medseg.diffusion import NoiseConditioning, SamplingOptions
+from medseg.networks.weights import load_weights
 from medseg.translation.sampling import translate
 from medseg.translation.tasks import PaletteDegradationd, PaletteTask, task_spec
-from medseg.workflows.checkpoint import load_weights
 
 __all__ = [
     "PSNR_CAP_DB",
@@ -92,11 +92,8 @@ def run_translation(
     items: Sequence[dict[str, Any]],
     task: str,
     scheduler: Scheduler,
-    num_samples: int = 4,
-    num_inference_steps: int | None = None,
-    eta: float = 0.0,
+    options: SamplingOptions | None = None,
     noise_conditioning: str = NoiseConditioning.NOISE_LEVEL,
-    seed: int = 0,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -109,12 +106,9 @@ def run_translation(
         items: ``{"image": (C, H, W) in [0, 1], "name": ...}`` of one size (:func:`~medseg.translation.palette_images`).
         task: a :class:`PaletteTask` name.
         scheduler: sampling scheduler.
-        num_samples: samples per image M.
-        num_inference_steps: K.
-        eta: DDIM eta.
+        options: :class:`~medseg.diffusion.SamplingOptions`; its seed (an int) seeds the degradations and the
+            samples (image i of the list uses ``seed + i``, so a result does not depend on ``batch_size``).
         noise_conditioning: how the network was trained.
-        seed: seed of the degradations and of the samples (image i of the list uses ``seed + i``, so a result
-            does not depend on ``batch_size``).
         batch_size: images per sampling batch.
         device: device of the computation.
         progress: tqdm bar.
@@ -125,6 +119,8 @@ def run_translation(
     """
     if not items:
         raise ValueError("run_translation got no images.")
+    opts = (options or SamplingOptions()).updated(progress=progress or None)
+    seed = int(opts.seed or 0)
     spec = task_spec(task, image_channels=int(items[0]["image"].shape[0]))
     degrade = PaletteDegradationd(task, seed=seed, **degradation)
     pairs = [degrade({"image": torch.as_tensor(item["image"]).float()}) for item in items]
@@ -142,12 +138,9 @@ def run_translation(
             scheduler,
             target_channels=spec["target_channels"],
             mask=batch_mask,
-            num_samples=num_samples,
-            num_inference_steps=num_inference_steps,
-            eta=eta,
+            options=opts,
             noise_conditioning=noise_conditioning,
-            seed=[seed + i for i in range(start, stop)],
-            progress=progress,
+            seed=tuple(seed + i for i in range(start, stop)),
         )
         samples.append(out.cpu())
     if mask is not None:
@@ -197,7 +190,7 @@ def translation_metrics(result: TranslationResult) -> dict[str, Any]:
     """Metrics of the model's samples and of the baselines (module doc), means over images.
 
     Returns:
-        ``{"task", "num_images", "num_samples", "model": {psnr, ssim, l1, diversity, psnr_of_mean},
+        ``{"task", "num_images", "ensemble", "model": {psnr, ssim, l1, diversity, psnr_of_mean},
         "baselines": {name: {psnr, ssim, l1}}, "per_image": [...]}``.
     """
     n, m = result.samples.shape[:2]
@@ -239,7 +232,7 @@ def translation_metrics(result: TranslationResult) -> dict[str, Any]:
     return {
         "task": result.task,
         "num_images": n,
-        "num_samples": m,
+        "ensemble": m,
         "model": model,
         "baselines": baselines,
         "per_image": per_image,
@@ -370,11 +363,8 @@ def _run(
     items: Sequence[dict[str, Any]],
     task: str,
     scheduler: Scheduler,
-    num_samples: int,
-    num_inference_steps: int | None,
-    eta: float,
+    options: SamplingOptions,
     noise_conditioning: str,
-    seed: int,
     device: str | torch.device,
     max_images: int | None,
     degradation: dict[str, Any],
@@ -383,19 +373,9 @@ def _run(
         load_weights(network, checkpoint)
     network = network.to(device).eval()
     items = list(items)[: max_images or None]
-    logger.info("sampling %d images x %d samples, %s steps", len(items), num_samples, num_inference_steps)
+    logger.info("sampling %d images x %d samples, %s steps", len(items), options.ensemble, options.steps)
     return run_translation(
-        network,
-        items,
-        task,
-        scheduler,
-        num_samples=num_samples,
-        num_inference_steps=num_inference_steps,
-        eta=eta,
-        noise_conditioning=noise_conditioning,
-        seed=seed,
-        device=device,
-        **degradation,
+        network, items, task, scheduler, options, noise_conditioning, device=device, **degradation
     )
 
 
@@ -407,11 +387,8 @@ def palette_inference(
     output_dir: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
     output_format: str = OutputFormat.NIFTI,
-    num_samples: int = 3,
-    num_inference_steps: int | None = None,
-    eta: float = 0.0,
+    options: SamplingOptions | None = None,
     noise_conditioning: str = NoiseConditioning.NOISE_LEVEL,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     max_images: int | None = None,
     overwrite: bool = False,
@@ -429,11 +406,8 @@ def palette_inference(
         items,
         task,
         scheduler,
-        num_samples,
-        num_inference_steps,
-        eta,
+        options or SamplingOptions(),
         noise_conditioning,
-        seed,
         device,
         max_images,
         degradation,
@@ -450,11 +424,8 @@ def palette_evaluate(
     scheduler: Scheduler,
     output_dir: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
-    num_samples: int = 4,
-    num_inference_steps: int | None = None,
-    eta: float = 0.0,
+    options: SamplingOptions | None = None,
     noise_conditioning: str = NoiseConditioning.NOISE_LEVEL,
-    seed: int = 0,
     device: str | torch.device = "cpu",
     max_images: int | None = None,
     **degradation: Any,
@@ -470,11 +441,8 @@ def palette_evaluate(
         items,
         task,
         scheduler,
-        num_samples,
-        num_inference_steps,
-        eta,
+        options or SamplingOptions(),
         noise_conditioning,
-        seed,
         device,
         max_images,
         degradation,

@@ -1,19 +1,23 @@
-"""User-facing workflows: the ``Segmenter`` API, batch segmentation to files, bundle lookup."""
+"""User-facing workflows: the ``Segmenter`` and ``Translator`` predictors, batch segmentation to files, bundle lookup."""
 
 from medseg.workflows.batch import CaseOutcome, collect_cases, safe_case_name, segment_files, write_result
 from medseg.workflows.bundles import bundle_parser, bundle_path, list_bundles
-from medseg.workflows.checkpoint import load_weights
+from medseg.workflows.predictor import Predictor, resolve_device
 from medseg.workflows.segmenter import SegmentationResult, Segmenter
+from medseg.workflows.translator import TranslationOutput, Translator
 
 __all__ = [
     "CaseOutcome",
+    "Predictor",
     "SegmentationResult",
     "Segmenter",
+    "TranslationOutput",
+    "Translator",
     "bundle_parser",
     "bundle_path",
     "collect_cases",
     "list_bundles",
-    "load_weights",
+    "resolve_device",
     "safe_case_name",
     "segment_files",
     "write_result",

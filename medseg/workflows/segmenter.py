@@ -22,10 +22,12 @@ import torch
 from monai.data import MetaTensor
 
 from medseg.data import load_image
-from medseg.inferers import Sampler, make_scheduler, slicewise_inference, sliding_window_ensemble_inference
-from medseg.inferers.volume import VolumeSegmentation
+from medseg.diffusion import MaskCodec, Sampler, SamplingOptions, make_scheduler
+from medseg.ensemble import fuse, uncertainty_maps
+from medseg.inferers import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
+from medseg.networks.weights import load_weights
 from medseg.transforms import inference_transforms
-from medseg.workflows.checkpoint import load_weights
+from medseg.workflows.predictor import Predictor, resolve_device
 
 __all__ = ["SegmentationResult", "Segmenter"]
 
@@ -70,7 +72,7 @@ class SegmentationResult:
         )
 
 
-class Segmenter:
+class Segmenter(Predictor):
     """A diffusion segmentation network with its preprocessing and sampling recipe.
 
     Args:
@@ -91,8 +93,8 @@ class Segmenter:
         divisible_by: padding multiple of the network (its total downsampling factor).
         slice_axis: axis (after reorientation) along which a 2D network is applied.
         roi_size: window size of a 3D network.
-        num_ensemble: default ensemble size M.
-        num_inference_steps: default number of sampling steps K.
+        ensemble: default ensemble size M.
+        steps: default number of sampling steps K.
         sampler: default sampler, ``ddim`` or ``ddpm``.
         fusion: default fusion, ``mean``, ``majority`` or ``staple``.
         eta: DDIM eta.
@@ -100,7 +102,14 @@ class Segmenter:
         batch_size: slices (2D) or windows (3D) sampled together.
         max_batch: most items per network call (None: all members of a batch at once).
         device: where the network runs; None picks CUDA when available.
+
+    ``Segmenter.from_bundle("medsegdiff")`` builds the one a bundle's ``inference.json`` defines (its
+    ``segmenter`` entry); overrides are config keys (``device="cpu"``, ``ckpt_path=...``).
     """
+
+    bundle_entry = "segmenter"
+    bundle_kind = "segmentation"
+    default_bundle = "medsegdiff"
 
     def __init__(
         self,
@@ -121,12 +130,12 @@ class Segmenter:
         divisible_by: int = 16,
         slice_axis: int = 2,
         roi_size: Sequence[int] | None = None,
-        num_ensemble: int = 5,
-        num_inference_steps: int = 20,
+        ensemble: int = SamplingOptions.ensemble,
+        steps: int | None = SamplingOptions.steps,
         sampler: str = Sampler.DDIM,
         fusion: str = "mean",
-        eta: float = 0.0,
-        seed: int = 0,
+        eta: float = SamplingOptions.eta,
+        seed: int | None = SamplingOptions.seed,
         batch_size: int = 4,
         max_batch: int | None = None,
         device: str | torch.device | None = None,
@@ -141,9 +150,7 @@ class Segmenter:
         num_labels = 2 if num_channels == 1 else num_channels
         if names and len(names) != num_labels:
             raise ValueError(f"class_names has {len(names)} names, the network has {num_labels} labels.")
-        self.device = (
-            torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        self.device = resolve_device(device)
         if checkpoint is not None:
             load_weights(network, checkpoint)
         self.network = network.to(self.device).eval()
@@ -170,34 +177,10 @@ class Segmenter:
         )
         self.slice_axis = slice_axis
         self.roi_size = tuple(roi_size) if roi_size is not None else None
-        self.defaults = {
-            "ensemble": num_ensemble,
-            "steps": num_inference_steps,
-            "sampler": sampler,
-            "fusion": fusion,
-            "eta": eta,
-            "seed": seed,
-        }
+        self.options = SamplingOptions(ensemble, steps, eta, max_batch, seed)
+        self.sampler = sampler
+        self.fusion = fusion
         self.batch_size = batch_size
-        self.max_batch = max_batch
-
-    @classmethod
-    def from_bundle(cls, bundle: str | os.PathLike = "medsegdiff", **overrides: Any) -> Segmenter:
-        """Build the segmenter a bundle's ``configs/inference.json`` defines (its ``segmenter`` entry).
-
-        Args:
-            bundle: a bundle name under medseg's ``bundles/`` folder, or a bundle folder path.
-            overrides: config keys to override (e.g. ``device="cpu"``, ``ckpt_path=...``).
-        """
-        from medseg.workflows.bundles import bundle_parser
-
-        parser = bundle_parser(bundle, "inference", **overrides)
-        if "segmenter" not in parser:
-            raise ValueError(
-                f"bundle {Path(bundle).name!r} is not a segmentation bundle: its configs/inference.json defines "
-                "no 'segmenter' (for Palette use medseg.translation.Translator.from_bundle)."
-            )
-        return parser.get_parsed_content("segmenter")
 
     @torch.no_grad()
     def __call__(
@@ -224,34 +207,16 @@ class Segmenter:
             keep_members: keep the ``(M, C, *spatial)`` members on the result.
             progress: tqdm bar over sampling steps.
         """
-        opts = {
-            k: v if v is not None else self.defaults[k]
-            for k, v in {
-                "ensemble": ensemble,
-                "steps": steps,
-                "sampler": sampler,
-                "fusion": fusion,
-                "seed": seed,
-            }.items()
-        }
+        options = self.options.updated(ensemble=ensemble, steps=steps, seed=seed, progress=progress)
+        fusion = fusion or self.fusion
         original = self._as_image(image)
         planar = original.ndim == 3  # (C, H, W): a 2D image is a volume of one slice
         volume = original.unsqueeze(-1) if planar else original
         if planar and self.spatial_dims == 3:
             raise ValueError("a 3D network cannot segment a 2D image.")
         prepared = self.transforms({"image": volume})["image"]
-        scheduler = make_scheduler(opts["sampler"], **self.schedule_args)
-        common = {
-            "num_channels": self.num_channels,
-            "num_members": opts["ensemble"],
-            "num_inference_steps": opts["steps"],
-            "max_batch": self.max_batch,
-            "eta": self.defaults["eta"],
-            "seed": opts["seed"],
-            "fusion": opts["fusion"],
-            "return_members": keep_members,
-            "progress": progress,
-        }
+        scheduler = make_scheduler(sampler or self.sampler, **self.schedule_args)
+        common = {"num_channels": self.num_channels, "options": options}
         data = prepared.as_tensor().to(self.device)
         if self.spatial_dims == 2:
             axis = 2 if planar else self.slice_axis
@@ -262,7 +227,7 @@ class Segmenter:
             out = sliding_window_ensemble_inference(
                 self.network, data, scheduler, roi_size=self.roi_size, sw_batch_size=self.batch_size, **common
             )
-        result = self._to_input_grid(out, prepared, original)
+        result = self._to_input_grid(out, fusion, keep_members, prepared, original)
         if planar:
             result = _squeeze_last(result)
         return result
@@ -280,9 +245,9 @@ class Segmenter:
         return MetaTensor(tensor)
 
     def _to_input_grid(
-        self, out: VolumeSegmentation, prepared: MetaTensor, original: MetaTensor
+        self, out: VolumeMembers, fusion: str, keep_members: bool, prepared: MetaTensor, original: MetaTensor
     ) -> SegmentationResult:
-        """Invert the spatial preprocessing (orientation, spacing, padding) for every output map."""
+        """Fuse the members, then invert the spatial preprocessing (orientation, spacing, padding) for every map."""
 
         def invert(t: torch.Tensor) -> torch.Tensor:
             carrier = MetaTensor(t.detach().float().cpu(), meta=dict(prepared.meta))
@@ -290,19 +255,17 @@ class Segmenter:
             back = self.transforms.inverse({"image": carrier})["image"]
             return MetaTensor(back.as_tensor(), meta=dict(original.meta))
 
-        probability = invert(out.probability)
-        from medseg.inferers import MaskCodec
-
+        probability = invert(fuse(out.members, fusion))
         mask = MaskCodec(self.num_channels).to_mask(probability.unsqueeze(0))[0]
         mask = MetaTensor(mask.as_tensor() if isinstance(mask, MetaTensor) else mask, affine=original.affine)
         members = None
-        if out.members is not None:
+        if keep_members:
             members = torch.stack([invert(m) for m in out.members]).as_tensor()
         return SegmentationResult(
             image=original,
             probability=probability,
             mask=mask,
-            uncertainty={k: invert(v) for k, v in out.uncertainty.items()},
+            uncertainty={k: invert(v) for k, v in uncertainty_maps(out.members).items()},
             members=members,
             class_names=self.class_names,
             network_evaluations=out.network_evaluations,

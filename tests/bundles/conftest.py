@@ -89,8 +89,8 @@ def tiny_train_overrides(bundle: str, datalist: str, output_dir: str) -> dict:
         "batch_size": 4,
         "max_epochs": 1,
         "val_interval": 1,
-        "val_num_ensemble": 2,
-        "val_num_inference_steps": 2,
+        "val_ensemble": 2,
+        "val_steps": 2,
         **TINY_NETWORKS[bundle],
     }
 
@@ -105,8 +105,8 @@ def tiny_inference_overrides(bundle: str, datalist: str, output_dir: str, ckpt: 
         "device": "cpu",
         "spacing": [2.0, 2.0, 2.0],
         "divisible_by": 2,
-        "num_ensemble": 2,
-        "num_inference_steps": 2,
+        "ensemble": 2,
+        "steps": 2,
         **TINY_NETWORKS[bundle],
     }
 

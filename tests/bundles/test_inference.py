@@ -105,8 +105,8 @@ def test_verify_net_in_out_with_the_single_input_model(tiny_weights) -> None:
     configs = BUNDLES / bundle / "configs"
     overrides = {
         "ckpt_path": ckpt,
-        "num_ensemble": 1,
-        "num_inference_steps": 2,
+        "ensemble": 1,
+        "steps": 2,
         **TINY_NETWORKS[bundle],
     }
     # metadata says 8*n; the tiny network downsamples by 2, so n = 2 gives 16 x 16
@@ -145,8 +145,8 @@ def test_verify_net_in_out_command_on_the_shipped_weights(bundle: str) -> None:
                 "bundle_root": str(root),
                 "device": "cpu",
                 "n": 4,
-                "num_ensemble": 1,
-                "num_inference_steps": 1,
+                "ensemble": 1,
+                "steps": 1,
             }
         ),
     )

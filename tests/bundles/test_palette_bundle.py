@@ -195,7 +195,7 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     parser = ConfigParser()
     parser.read_config(str(configs / "inference.json"))
     parser.update(TINY)
-    from medseg.workflows import load_weights
+    from medseg.networks.weights import load_weights
 
     load_weights(parser.get_parsed_content("network_def"), tmp_path / "model.pt")
     # only rank 0 logs the loss; validation ran on both ranks and its metric was gathered

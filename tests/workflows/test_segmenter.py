@@ -14,7 +14,8 @@ from torch import nn
 
 from medseg.data import load_image, save_image
 from medseg.networks import MedSegDiffUNet
-from medseg.workflows import Segmenter, load_weights, safe_case_name, segment_files
+from medseg.networks.weights import load_weights
+from medseg.workflows import Segmenter, safe_case_name, segment_files
 
 OBLIQUE = Path(__file__).parents[1] / "data" / "dicom_mr_oblique"
 

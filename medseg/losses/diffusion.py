@@ -1,4 +1,4 @@
-"""Palette's objective: the L2 or L1 norm of the noise error, optionally only on the pixels to generate.
+"""The diffusion regression loss: the L2 or L1 norm of the error, optionally only on the pixels that count.
 
 Saharia et al., "Palette", SIGGRAPH 2022, Eq. 1: ``E || f(x, sqrt(gamma) y0 + sqrt(1-gamma) eps, gamma) - eps ||_p^p``
 with p in {1, 2}; L2 gives more diverse samples, L1 more conservative ones. For inpainting and uncropping
@@ -8,12 +8,26 @@ the loss counts only the masked pixels.
 from __future__ import annotations
 
 import torch
+from typing import NamedTuple
+
 from monai.utils import StrEnum
 from torch import nn
 
-from medseg.engines.prepare_batch import MaskedTarget
+from medseg.utils import check_option
 
-__all__ = ["DiffusionLoss", "LossNorm"]
+__all__ = ["DiffusionLoss", "LossNorm", "MaskedTarget"]
+
+
+class MaskedTarget(NamedTuple):
+    """A regression target with the pixels that count in the loss.
+
+    Attributes:
+        target: ``(B, C, *sp)`` the objective's target (noise, x0 or v).
+        mask: ``(B, 1 or C, *sp)`` 1 where the loss counts (e.g. the region to inpaint), 0 elsewhere.
+    """
+
+    target: torch.Tensor
+    mask: torch.Tensor
 
 
 class LossNorm(StrEnum):
@@ -39,9 +53,7 @@ class DiffusionLoss(nn.Module):
 
     def __init__(self, norm: str = LossNorm.L2) -> None:
         super().__init__()
-        if norm not in LossNorm.__members__.values():
-            raise ValueError(f"norm must be one of {[n.value for n in LossNorm]}, got {norm!r}.")
-        self.norm = LossNorm(norm)
+        self.norm = check_option(norm, LossNorm, "norm")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor | MaskedTarget) -> torch.Tensor:
         """Loss of ``input`` ``(B, C, *sp)`` against a tensor or a :class:`MaskedTarget` of that shape."""

@@ -4,10 +4,10 @@ The bundle's ``inference.json`` degrades clean images itself to show what a mode
 is for real inputs: a slice with a region to fill, an image to extend, a JPEG to restore, a grey image to
 colour. Example::
 
-    from medseg.translation import Translator
+    from medseg.workflows import Translator
 
     inpaint = Translator.from_bundle("palette", task="inpainting")
-    out = inpaint(slice_2d, mask=region, num_samples=4)   # (H, W) arrays in [0, 1]; mask 1 = generate
+    out = inpaint(slice_2d, mask=region, ensemble=4)   # (H, W) arrays in [0, 1]; mask 1 = generate
     out.mean, out.samples, out.std
     out.plot()
 """
@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.transforms import DivisiblePad
 
-from medseg.translation.sampling import SamplingTranslationModel, translate
+from medseg.diffusion import ImageCodec
+from medseg.inferers import SamplingModel
+from medseg.translation.sampling import translate
 from medseg.translation.tasks import PaletteTask, task_spec
+from medseg.workflows.predictor import Predictor, resolve_device
 
 __all__ = ["TranslationOutput", "Translator"]
 
@@ -89,56 +91,46 @@ def _as_chw(array: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     return image
 
 
-class Translator:
+class Translator(Predictor):
     """Sample translations of one 2D image with a Palette model, keeping its known pixels.
 
+    Built by ``Translator.from_bundle("palette", task=...)`` from the bundle's ``translator`` entry (its
+    shipped ``models/`` weights unless ``ckpt_path=...``; other overrides are config keys such as
+    ``ensemble``, ``steps``, ``sampler``, ``device``).
+
     Args:
-        model: the sampling model (network, sampling scheduler and defaults), e.g. a bundle's
+        model: the sampling model (network, sampling scheduler and default options), e.g. a bundle's
             ``translation_model``.
         task: a :class:`~medseg.translation.PaletteTask` name; inpainting and uncropping need a mask.
         divisible_by: input sizes are padded (zeros, both sides) to a multiple of this and cropped back;
             the U-Net's downsampling factor (4 for the bundle's three levels).
-        device: device of the computation.
+        device: device of the computation (None: CUDA when available).
     """
+
+    bundle_entry = "translator"
+    bundle_kind = "translation"
+    default_bundle = "palette"
 
     def __init__(
         self,
-        model: SamplingTranslationModel,
+        model: SamplingModel,
         task: str,
         divisible_by: int = 4,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = "cpu",
     ) -> None:
         if divisible_by < 1:
             raise ValueError(f"divisible_by must be >= 1, got {divisible_by}.")
         self.task = PaletteTask(task).value
-        self.model = model.to(device).eval()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
         self.divisible_by = int(divisible_by)
-        self.device = torch.device(device)
-
-    @classmethod
-    def from_bundle(
-        cls, bundle: str | os.PathLike = "palette", task: str = "inpainting", **overrides: Any
-    ) -> Translator:
-        """The bundle's ``translation_model`` for ``task`` (its shipped ``models/`` weights unless
-        ``ckpt_path=...``); other overrides are config keys (``num_samples``, ``num_inference_steps``,
-        ``sampler``, ``device``, ...)."""
-        from medseg.workflows.bundles import bundle_parser
-
-        parser = bundle_parser(bundle, "inference", task=task, **overrides)
-        depth = len(parser.get_parsed_content("network_def#channels")) - 1
-        return cls(
-            parser.get_parsed_content("translation_model"),
-            task,
-            divisible_by=2**depth,
-            device=parser.get_parsed_content("device"),
-        )
 
     @torch.no_grad()
     def __call__(
         self,
         image: np.ndarray | torch.Tensor,
         mask: np.ndarray | torch.Tensor | None = None,
-        num_samples: int | None = None,
+        ensemble: int | None = None,
         steps: int | None = None,
         seed: int | None = None,
         progress: bool = False,
@@ -150,7 +142,7 @@ class Translator:
                 the decoded JPEG, the luminance for colorization), at the resolution and intensity scaling the
                 model was trained on (the bundle's MNI models: 4 mm slices, robust-percentile scaled).
             mask: ``(H, W)`` or ``(1, H, W)``, 1 = region to generate; required for inpainting and uncropping.
-            num_samples: samples M (default: the model's).
+            ensemble: samples M (default: the model's).
             steps: sampling steps (default: the model's).
             seed: seed of the samples (default: the model's).
             progress: tqdm bar over the steps.
@@ -176,25 +168,23 @@ class Translator:
             raise ValueError(f"the model takes {expected}-channel images, got {x.shape[0]} channels.")
         pad = DivisiblePad(k=self.divisible_by)
         height, width = x.shape[1:]
-        padded = torch.as_tensor(pad(x)) * 2 - 1  # pad with 0 (background), then to model range
+        codec = ImageCodec()
+        padded = codec.encode(torch.as_tensor(pad(x)))  # pad with 0 (background), then to model range
         batch_mask = torch.as_tensor(pad(region))[None].to(self.device) if region is not None else None
+        inferer = self.model.inferer
         samples = translate(
             self.model.network,
             padded[None].to(self.device),
-            self.model.scheduler,
-            target_channels=self.model.target_channels or spec["target_channels"],
+            inferer.scheduler,
+            target_channels=inferer.num_channels or spec["target_channels"],
             mask=batch_mask,
-            num_samples=num_samples or self.model.num_samples,
-            num_inference_steps=steps or self.model.num_inference_steps,
-            eta=self.model.eta,
-            noise_conditioning=self.model.noise_conditioning,
-            seed=self.model.seed if seed is None else seed,
-            progress=progress,
+            options=inferer.options.updated(ensemble=ensemble, steps=steps, seed=seed, progress=progress),
+            noise_conditioning=inferer.noise_conditioning,
         )[0].cpu()
         top = (samples.shape[-2] - height) // 2
         left = (samples.shape[-1] - width) // 2
         samples = samples[..., top : top + height, left : left + width]
-        samples = F.hardtanh(samples).add(1).div(2)  # [-1, 1] -> [0, 1]
+        samples = codec.decode(samples)
         if region is not None:  # exact known pixels, not their round trip through [-1, 1]
             samples = torch.where(region.bool(), samples, x)
         return TranslationOutput(x, region, samples, self.task)

@@ -22,6 +22,8 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, NoiseSchedules, Scheduler
 from monai.utils import StrEnum
 
+from medseg.utils import check_option
+
 __all__ = ["PredictionType", "Sampler", "SpacedDDIMScheduler", "make_scheduler"]
 
 logger = logging.getLogger(__name__)
@@ -154,12 +156,8 @@ def make_scheduler(
     rescaled with T, so ``num_train_timesteps=100`` with betas 1e-4..0.02 ends at ``alpha_bar_T = 0.37`` and
     x_T is far from N(0, I). Use betas ``1000 / T`` times larger (SegDiff: 1e-3..0.2 for T = 100).
     """
-    if sampler not in Sampler.__members__.values():
-        raise ValueError(f"sampler must be one of {[s.value for s in Sampler]}, got {sampler!r}.")
-    if prediction_type not in PredictionType.__members__.values():
-        raise ValueError(
-            f"prediction_type must be one of {[p.value for p in PredictionType]}, got {prediction_type!r}."
-        )
+    sampler = check_option(sampler, Sampler, "sampler")
+    prediction_type = check_option(prediction_type, PredictionType, "prediction_type")
     if schedule not in NoiseSchedules.names:
         raise ValueError(f"schedule must be one of {sorted(NoiseSchedules.names)}, got {schedule!r}.")
     accepted = inspect.signature(NoiseSchedules[schedule]).parameters

@@ -1,4 +1,4 @@
-"""Mask encoding between label space and the diffusion model's range [-1, 1].
+"""Codecs between what users see (label maps, images in [0, 1]) and the diffusion range [-1, 1].
 
 Diffusion segmentation models (MedSegDiff, SegDiff, Wolleb et al.) denoise the *mask*: the clean sample x0
 is the segmentation mask, scaled to the range the noise schedule expects. This module holds the one place
@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from monai.networks.utils import one_hot
 
-__all__ = ["MaskCodec"]
+__all__ = ["ImageCodec", "MaskCodec"]
 
 
 class MaskCodec:
@@ -126,3 +126,21 @@ class MaskCodec:
         if self.is_binary:
             return (probabilities > 0.5).to(torch.uint8)
         return probabilities.argmax(dim=channel_dim, keepdim=True).to(torch.uint8)
+
+
+class ImageCodec:
+    """Map images between [0, 1] (what users and writers see) and the diffusion range [-1, 1].
+
+    The one place for the ``x * 2 - 1`` / ``(x + 1) / 2`` conversions of the translation methods.
+
+    Example:
+        >>> ImageCodec().encode(torch.tensor([0.0, 0.5, 1.0]))  # tensor([-1., 0., 1.])
+    """
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """``[0, 1] -> [-1, 1]``."""
+        return image * 2.0 - 1.0
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """``[-1, 1] -> [0, 1]``, clamped (samples may overshoot the range)."""
+        return ((x0.float() + 1.0) / 2.0).clamp(0.0, 1.0)

@@ -8,20 +8,16 @@ betas): at sampling time each integer timestep of the *sampling* scheduler is ma
 ``sqrt(alpha_bar_t)`` before the network call.
 
 * :func:`sample_noise_levels`: the piecewise-uniform draw used in training.
-* :class:`NoiseLevelAdapter`: wraps a noise-level network so that the samplers (which call
-  ``network(x_t, t, ...)`` with the integer timesteps of their scheduler) can drive it.
+* :meth:`medseg.diffusion.GaussianProcess.model_time` gives the network the level of the sampling schedule.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from monai.networks.schedulers import Scheduler
-from monai.utils import StrEnum
-from torch import nn
+from monai.utils import StrEnum, look_up_option
 
-__all__ = ["NoiseConditioning", "NoiseLevelAdapter", "check_noise_conditioning", "sample_noise_levels"]
+__all__ = ["NoiseConditioning", "check_noise_conditioning", "sample_noise_levels"]
 
 
 class NoiseConditioning(StrEnum):
@@ -42,11 +38,7 @@ def check_noise_conditioning(value: str) -> NoiseConditioning:
     Raises:
         ValueError: for an unknown name.
     """
-    if value not in NoiseConditioning.__members__.values():
-        raise ValueError(
-            f"noise_conditioning must be one of {[n.value for n in NoiseConditioning]}, got {value!r}."
-        )
-    return NoiseConditioning(value)
+    return NoiseConditioning(look_up_option(value, NoiseConditioning))
 
 
 def sample_noise_levels(
@@ -76,29 +68,3 @@ def sample_noise_levels(
     lower, upper = sqrt_abar[timesteps], upper_levels[timesteps]
     u = torch.rand((batch_size,), generator=generator, device=device)
     return timesteps, lower + u * (upper - lower)
-
-
-class NoiseLevelAdapter(nn.Module):
-    """Call a noise-level network with the integer timesteps of a sampling scheduler.
-
-    ``adapter(x_t, t, *args, **kwargs) = network(x_t, sqrt(scheduler.alphas_cumprod[t]), *args, **kwargs)``.
-    The network's parameters are the adapter's; no state is added.
-
-    Args:
-        network: denoiser taking the continuous noise level ``sqrt(alpha_bar)`` ``(N,)`` as second argument.
-        scheduler: the *sampling* scheduler whose timesteps the sampler passes.
-    """
-
-    def __init__(self, network: nn.Module, scheduler: Scheduler) -> None:
-        super().__init__()
-        self.network = network
-        self.scheduler = scheduler
-
-    def noise_level(self, timesteps: torch.Tensor) -> torch.Tensor:
-        """``sqrt(alpha_bar_t)`` of the sampling scheduler, ``(N,)`` float32 on the timesteps' device."""
-        abar = self.scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)
-        return abar[timesteps.long()].sqrt()
-
-    def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Map ``timesteps`` ``(N,)`` to noise levels and call the network."""
-        return self.network(x_t, self.noise_level(timesteps), *args, **kwargs)

@@ -1,0 +1,67 @@
+"""The method-agnostic diffusion core every medseg model samples and trains on.
+
+* :mod:`~medseg.diffusion.schedulers`: MONAI schedulers from flat arguments (DDPM, grid-exact DDIM).
+* :mod:`~medseg.diffusion.processes`: :class:`DiffusionProcess` and :class:`GaussianProcess` (prior, the
+  network's time input, step, training inputs).
+* :mod:`~medseg.diffusion.guidance`: :class:`KnownRegion`, :class:`ClassifierFreeGuidance`,
+  :class:`EnergyGuidance`, on the :class:`Guidance` hooks.
+* :mod:`~medseg.diffusion.codecs`: :class:`MaskCodec` (labels <-> [-1, 1] <-> probabilities), :class:`ImageCodec`.
+* :mod:`~medseg.diffusion.seeding`, :mod:`~medseg.diffusion.options`: one seeding protocol, one
+  :class:`SamplingOptions`.
+* :mod:`~medseg.diffusion.sampler`: :class:`EnsembleSampler`, the one loop.
+
+See ``docs/engine.md`` for the layers and which method uses which process, codec and guidance.
+"""
+
+from __future__ import annotations
+
+from medseg.diffusion.codecs import ImageCodec, MaskCodec
+from medseg.diffusion.conditioning import ImageConditionedModel
+from medseg.diffusion.guidance import (
+    Chunk,
+    ClassifierFreeGuidance,
+    EnergyGuidance,
+    Guidance,
+    KnownRegion,
+    KnownRegionMode,
+    SamplingContext,
+)
+from medseg.diffusion.noise_level import NoiseConditioning, check_noise_conditioning, sample_noise_levels
+from medseg.diffusion.options import SamplingOptions
+from medseg.diffusion.processes import DiffusionProcess, GaussianProcess, StepOutput, TrainingInputs
+from medseg.diffusion.sampler import EnsembleSampler, SampleOutput, tree_map
+from medseg.diffusion.schedulers import PredictionType, Sampler, SpacedDDIMScheduler, make_scheduler
+from medseg.diffusion.seeding import SEED_HIGH, image_seeds, member_generators, per_member_randn, seed_stream
+
+__all__ = [
+    "SEED_HIGH",
+    "Chunk",
+    "ClassifierFreeGuidance",
+    "DiffusionProcess",
+    "EnergyGuidance",
+    "EnsembleSampler",
+    "GaussianProcess",
+    "Guidance",
+    "ImageCodec",
+    "ImageConditionedModel",
+    "KnownRegion",
+    "KnownRegionMode",
+    "MaskCodec",
+    "NoiseConditioning",
+    "PredictionType",
+    "SampleOutput",
+    "Sampler",
+    "SamplingContext",
+    "SamplingOptions",
+    "SpacedDDIMScheduler",
+    "StepOutput",
+    "TrainingInputs",
+    "check_noise_conditioning",
+    "image_seeds",
+    "make_scheduler",
+    "member_generators",
+    "per_member_randn",
+    "sample_noise_levels",
+    "seed_stream",
+    "tree_map",
+]
