@@ -118,13 +118,14 @@ def load_datalist(path_or_dir: str | os.PathLike, key: str = "training") -> list
         list of dicts; extra keys of JSON items are kept.
 
     Raises:
-        ValueError: for an unknown ``key``.
-        MedsegDataError: missing datalist, key or files, malformed JSON, unmatched images or labels.
+        MedsegDataError: an unknown ``key`` (a ``ValueError`` too), missing datalist, key or files, malformed JSON, unmatched images or labels.
     """
     try:
         list_key = DatalistKey(key)
     except ValueError:
-        raise ValueError(f"key must be one of {[k.value for k in DatalistKey]}, got {key!r}") from None
+        raise MedsegDataError(
+            f"{path_or_dir}: no datalist key {key!r}; use one of {', '.join(k.value for k in DatalistKey)}"
+        ) from None
     source = Path(path_or_dir)
     if not source.exists():
         raise MedsegDataError(f"{source}: no such datalist file or dataset folder")

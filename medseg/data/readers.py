@@ -11,10 +11,12 @@ LPS: ``origin = diag(-1, -1, 1) @ affine[:3, 3]`` and
 
 from __future__ import annotations
 
+import math
 import os
 from enum import StrEnum
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -26,7 +28,14 @@ from medseg.data.checks import check_finite
 from medseg.data.dicom import read_dicom
 from medseg.data.errors import MedsegDataError
 
-__all__ = ["ImageFormat", "detect_format", "load_image"]
+__all__ = ["DEFAULT_MAX_IMAGE_BYTES", "ImageFormat", "detect_format", "load_image"]
+
+DEFAULT_MAX_IMAGE_BYTES = 16 * 2**30
+"""Largest voxel array (bytes, after conversion to the requested dtype) that :func:`load_image` allocates by
+default; the environment variable ``MEDSEG_MAX_IMAGE_BYTES`` changes the default."""
+
+# deflate cannot compress better than about 1032:1, so a .gz file of n bytes holds at most ~1032 n bytes
+_GZIP_MAX_RATIO = 1032
 
 
 class ImageFormat(StrEnum):
@@ -71,7 +80,106 @@ def detect_format(path: str | os.PathLike) -> ImageFormat:
     )
 
 
-def _load_with_monai(src: Path, fmt: ImageFormat) -> MetaTensor:
+def _max_bytes(max_bytes: int | None) -> int | None:
+    if max_bytes is not None:
+        return max_bytes
+    env = os.environ.get("MEDSEG_MAX_IMAGE_BYTES")
+    try:
+        return int(float(env)) if env else DEFAULT_MAX_IMAGE_BYTES
+    except ValueError:
+        raise MedsegDataError(f"MEDSEG_MAX_IMAGE_BYTES={env!r}: not a number of bytes") from None
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def _declared_layout(src: Path, fmt: ImageFormat) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """Shape, dtype and data offset a NIfTI or NumPy header declares, read without touching the voxels."""
+    try:
+        if fmt == ImageFormat.NIFTI:
+            header = nib.load(str(src)).header
+            offset = max(int(header["vox_offset"]), int(getattr(header, "single_vox_offset", 0)))
+            return tuple(int(n) for n in header.get_data_shape()), header.get_data_dtype(), offset
+        with open(src, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(handle)
+            return tuple(int(n) for n in shape), dtype, handle.tell()
+    except Exception:  # a corrupt header: the full read below reports it in its own words
+        return None
+
+
+def _check_declared_size(src: Path, fmt: ImageFormat, dtype: str | None, max_bytes: int | None) -> None:
+    """Refuse a header whose voxel count the file cannot hold, or that exceeds the memory limit, before any
+    voxel is allocated (a 106-byte file may declare 1800^3 voxels)."""
+    layout = _declared_layout(src, fmt)
+    if layout is None:
+        return
+    shape, stored, offset = layout
+    count = math.prod(shape)
+    needed = count * stored.itemsize
+    size = src.stat().st_size
+    compressed = src.name.lower().endswith(".gz")
+    capacity = size * _GZIP_MAX_RATIO if compressed else size - offset
+    if needed > capacity:
+        what = (
+            f"{size} compressed bytes can hold at most {capacity}"
+            if compressed
+            else f"the file holds {capacity}"
+        )
+        raise MedsegDataError(
+            f"{src}: the header declares {'x'.join(map(str, shape))} voxels of {stored} ({needed} bytes) but "
+            f"{what} bytes of voxel data (corrupt header or truncated file)"
+        )
+    limit = _max_bytes(max_bytes)
+    working = count * max(stored.itemsize, np.dtype(dtype).itemsize if dtype else 0)
+    if limit is not None and working > limit:
+        raise MedsegDataError(
+            f"{src}: {'x'.join(map(str, shape))} voxels need {_human(working)}, more than the limit of "
+            f"{_human(limit)} (raise it with max_bytes or MEDSEG_MAX_IMAGE_BYTES)"
+        )
+
+
+def _convert(array: np.ndarray, dtype: str | None, src: Path, allow_nonfinite: bool) -> np.ndarray:
+    """Convert voxels to ``dtype`` in NumPy, which rounds 64-bit integers correctly (torch wraps uint64 above
+    2^63), after counting NaN/Inf in the stored values and refusing finite values that overflow ``dtype``."""
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if not allow_nonfinite:
+        check_finite(array, src)
+    if dtype is None:
+        if array.dtype == np.uint64:  # torch cannot compute with uint64: keep the values in int64 or refuse
+            if array.size and int(array.max()) > np.iinfo(np.int64).max:
+                raise MedsegDataError(
+                    f"{src}: uint64 voxels above 2^63 - 1 cannot be kept as stored; load with a float dtype"
+                )
+            return array.astype(np.int64)
+        return array
+    target = np.dtype(dtype)
+    if array.dtype == target:
+        return array
+    if np.issubdtype(target, np.floating) and array.size and array.dtype.kind in "fiu":
+        top = float(np.finfo(target).max)
+        with np.errstate(invalid="ignore"):
+            magnitude = np.abs(array.astype(np.float64)) if array.dtype.kind in "iu" else np.abs(array)
+            over = np.isfinite(magnitude) & (magnitude > top)
+        if over.any() and not allow_nonfinite:
+            raise MedsegDataError(
+                f"{src}: {int(over.sum())} finite voxel(s) of magnitude up to {float(magnitude[over].max()):.4g} "
+                f"exceed the {target} range ({top:.4g}); rescale the image"
+            )
+    return array.astype(target)
+
+
+def _load_with_monai(src: Path, fmt: ImageFormat, dtype: str | None, allow_nonfinite: bool) -> MetaTensor:
     # The reader's read/get_data pair, as LoadImage runs it; LoadImage itself fails on big-endian files
     # when asked to keep the stored dtype (torch has no big-endian tensors), so the byte order is fixed here.
     reader = NibabelReader() if fmt == ImageFormat.NIFTI else NumpyReader()
@@ -81,15 +189,15 @@ def _load_with_monai(src: Path, fmt: ImageFormat) -> MetaTensor:
         raise MedsegDataError(
             f"{src}: cannot read as {fmt.value} (corrupt or truncated file?): {type(err).__name__}: {err}"
         ) from err
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
+    array = _convert(array, dtype, src, allow_nonfinite)
     meta["filename_or_obj"] = str(src)
     image = MetaTensor.ensure_torch_and_prune_meta(np.ascontiguousarray(array), meta)
     return EnsureChannelFirst()(image)
 
 
-def _load_dicom(src: Path, series_uid: str | None) -> MetaTensor:
+def _load_dicom(src: Path, series_uid: str | None, dtype: str | None, allow_nonfinite: bool) -> MetaTensor:
     array, affine, extra = read_dicom(src, series_uid=series_uid)
+    array = np.ascontiguousarray(_convert(array, dtype, src, allow_nonfinite))
     spatial_shape = np.asarray(array.shape[1:])
     meta = {
         "filename_or_obj": str(src),
@@ -120,6 +228,7 @@ def load_image(
     ndim: int | None = None,
     dtype: str | None = "float32",
     allow_nonfinite: bool = False,
+    max_bytes: int | None = None,
 ) -> MetaTensor:
     """Load an image as a channel-first ``MetaTensor`` that keeps its world geometry.
 
@@ -136,7 +245,11 @@ def load_image(
             a single channel, so a 4D NIfTI is refused where a 3D volume is needed.
         dtype: numpy dtype name of the result (``None`` keeps the stored type; DICOM with a rescale is
             float32 or float64).
-        allow_nonfinite: accept NaN/Inf voxels instead of refusing them.
+        allow_nonfinite: accept NaN/Inf voxels (and finite values that overflow ``dtype``) instead of refusing
+            them.
+        max_bytes: largest voxel array to allocate; None takes ``MEDSEG_MAX_IMAGE_BYTES`` or
+            :data:`DEFAULT_MAX_IMAGE_BYTES`. NIfTI and NumPy headers are checked against it and against the
+            file size before any voxel is read.
 
     Returns:
         ``MetaTensor`` of shape (C, X, Y[, Z]) with ``meta["affine"]`` (RAS, float64, 4x4),
@@ -144,19 +257,20 @@ def load_image(
         ``meta["filename_or_obj"]``; DICOM adds ``dicom_series_uid`` and ``modality``.
 
     Raises:
-        MedsegDataError: missing path, empty folder, corrupt file, no or several DICOM series, wrong
-            number of dimensions, NaN/Inf voxels.
+        MedsegDataError: missing path, empty folder, corrupt file, a header that declares more voxels than the
+            file holds or than ``max_bytes``, no or several DICOM series, wrong number of dimensions, NaN/Inf
+            voxels, finite voxels that overflow ``dtype``, uint64 voxels above 2^63 - 1 with ``dtype=None``.
     """
     src = Path(path)
     fmt = detect_format(src)
-    image = _load_dicom(src, series_uid) if fmt == ImageFormat.DICOM else _load_with_monai(src, fmt)
+    if fmt == ImageFormat.DICOM:
+        image = _load_dicom(src, series_uid, dtype, allow_nonfinite)
+    else:
+        _check_declared_size(src, fmt, dtype, max_bytes)
+        image = _load_with_monai(src, fmt, dtype, allow_nonfinite)
     image.meta["filename_or_obj"] = str(src)
     affine = np.asarray(image.affine, dtype=np.float64)
     image.meta["spacing"] = affine_to_spacing(affine, r=image.ndim - 1)
     if ndim is not None:
         _check_ndim(image, ndim, src)
-    if dtype is not None:
-        image = image.to(dtype=getattr(torch, np.dtype(dtype).name))
-    if not allow_nonfinite:
-        check_finite(image.as_tensor(), src)
     return image

@@ -12,19 +12,33 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.data.image_writer import NibabelWriter
 
 from medseg.data.errors import MedsegDataError
 from medseg.data.readers import load_image
 
-__all__ = ["atomic_write", "save_image"]
+__all__ = ["atomic_write", "current_umask", "save_image"]
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the classic read-and-restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrite: bool = False) -> Path:
     """Write a file through a temporary file in the same folder, then rename it into place.
 
     ``os.replace`` is atomic on one file system, so readers see either no file or the whole file, and a
-    crash leaves at most a hidden temporary file (removed when the error is caught).
+    crash leaves at most a hidden temporary file (removed when the error is caught). The file gets the
+    permissions of a plainly created file (``0o666`` minus the umask), not ``mkstemp``'s ``0o600``.
 
     Args:
         path: destination.
@@ -49,6 +63,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -132,17 +147,18 @@ def save_image(
         )
 
     def _write(tmp: str) -> None:
-        if len(spatial_shape) == 2:
-            # MONAI's NibabelWriter fails on 2D arrays; NIfTI keeps channels on its 5th axis (X, Y, 1, 1, C).
-            planes = data[0] if data.shape[0] == 1 else np.moveaxis(data, 0, -1)[:, :, None, None]
-            image = nib.Nifti1Image(planes, affine)
-            image.set_qform(affine, code=1)
-            image.set_sform(affine, code=1)
-            nib.save(image, tmp)
-            return
-        writer = NibabelWriter(output_dtype=data.dtype)
-        writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
-        writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
-        writer.write(tmp)
+        # nibabel directly: MONAI's NibabelWriter squeezes trailing singleton axes (a 64x64x1 volume, a
+        # single DICOM slice, a 1x1x1 image) and then fails; it also fails on 2D arrays. One channel gives
+        # the spatial array as it is; several channels go on NIfTI's 4th (3D) or 5th (2D: X, Y, 1, 1, C) axis.
+        if data.shape[0] == 1:
+            voxels = data[0]
+        elif len(spatial_shape) == 2:
+            voxels = np.moveaxis(data, 0, -1)[:, :, None, None]
+        else:
+            voxels = np.moveaxis(data, 0, -1)
+        image = nib.Nifti1Image(np.ascontiguousarray(voxels), affine, dtype=voxels.dtype)
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+        nib.save(image, tmp)
 
     return atomic_write(dest, _write, overwrite=overwrite)

@@ -117,3 +117,63 @@ def test_4d_where_3d_needed(tmp_path, nibabel_file):
     shutil.copy(nibabel_file("example4d.nii.gz"), path)
     with pytest.raises(MedsegDataError, match=r"four\.nii\.gz: 4D image \(2 volumes"):
         load_image(path, ndim=3)
+
+
+def _bare_nifti_header(path, shape, gz=False):
+    """A NIfTI header claiming ``shape`` float32 voxels, followed by 4 bytes only."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    raw = header.binaryblock + b"\0" * 4
+    if gz:
+        with gzip.open(path, "wb") as handle:
+            handle.write(raw)
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_header_larger_than_the_file_is_refused_before_allocating(tmp_path, name):
+    path = _bare_nifti_header(tmp_path / name, (1800, 1800, 1800), gz=name.endswith(".gz"))
+    assert path.stat().st_size < 400
+    with pytest.raises(MedsegDataError, match=r"huge\.nii.*declares 1800x1800x1800 voxels of float32"):
+        load_image(path)
+
+
+def test_truncated_npy_and_memory_limit(tmp_path, monkeypatch):
+    np.save(tmp_path / "a.npy", np.zeros((10, 10, 10), np.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:300])
+    with pytest.raises(MedsegDataError, match=r"cut\.npy: the header declares 10x10x10"):
+        load_image(tmp_path / "cut.npy")
+    with pytest.raises(MedsegDataError, match=r"a\.npy: 10x10x10 voxels need 3\.9 KiB, more than the limit"):
+        load_image(tmp_path / "a.npy", max_bytes=1000)
+    monkeypatch.setenv("MEDSEG_MAX_IMAGE_BYTES", "1000")
+    with pytest.raises(MedsegDataError, match="MEDSEG_MAX_IMAGE_BYTES"):
+        load_image(tmp_path / "a.npy")
+    monkeypatch.setenv("MEDSEG_MAX_IMAGE_BYTES", "4000")
+    assert load_image(tmp_path / "a.npy").shape == (1, 10, 10, 10)
+
+
+def test_64bit_integers_convert_by_value(tmp_path):
+    big = np.array([[[2**63 + 2**40, 1, 2**64 - 2**40]]], dtype=np.uint64)
+    nib.save(nib.Nifti1Image(big, np.eye(4), dtype=np.uint64), tmp_path / "u64.nii")
+    values = load_image(tmp_path / "u64.nii").flatten().tolist()
+    assert values == [float(np.float32(2**63 + 2**40)), 1.0, float(np.float32(2**64 - 2**40))]
+    assert min(values) > 0  # no wrap to negative values
+    with pytest.raises(MedsegDataError, match=r"u64\.nii: uint64 voxels above 2\^63"):
+        load_image(tmp_path / "u64.nii", dtype=None)
+    small = np.array([[[-(2**62), 7]]], dtype=np.int64)
+    nib.save(nib.Nifti1Image(small, np.eye(4), dtype=np.int64), tmp_path / "i64.nii")
+    assert load_image(tmp_path / "i64.nii").flatten().tolist() == [-(2.0**62), 7.0]
+    assert load_image(tmp_path / "i64.nii", dtype=None).dtype == torch.int64
+
+
+def test_finite_float64_overflowing_float32_is_named_as_such(tmp_path):
+    path = _nifti(tmp_path / "f64.nii", np.array([[[1e300, -1e40, 1.0]]], dtype=np.float64))
+    with pytest.raises(MedsegDataError, match=r"2 finite voxel\(s\) of magnitude up to 1e\+300 exceed"):
+        load_image(path)
+    assert load_image(path, dtype="float64").flatten().tolist() == [1e300, -1e40, 1.0]
+    inf = _nifti(tmp_path / "inf.nii", np.array([[[np.inf, 1.0]]], dtype=np.float64))
+    with pytest.raises(MedsegDataError, match="0 NaN and 1 infinite"):
+        load_image(inf)

@@ -33,7 +33,7 @@ def test_json_relative_paths_become_absolute(tmp_path):
     assert load_datalist(tmp_path / "list.json", key="test") == [
         {"image": str(tmp_path / "img" / "t.nii.gz")}
     ]
-    with pytest.raises(ValueError, match="key must be one of"):
+    with pytest.raises(MedsegDataError, match="no datalist key"):
         load_datalist(tmp_path / "list.json", key="train")
 
 

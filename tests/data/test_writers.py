@@ -86,3 +86,34 @@ def test_planar_arrays_round_trip(tmp_path):
         back = load_image(path)
         assert torch.equal(back.as_tensor().reshape(values.shape), values)
         assert torch.allclose(back.affine[:2, :2], affine[:2, :2])
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 1), (1, 1, 1), (5, 1, 1)])
+def test_singleton_trailing_axes_round_trip(tmp_path, shape):
+    from monai.data import MetaTensor
+
+    ref = MetaTensor(torch.zeros(1, *shape), affine=torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0])))
+    values = torch.rand(1, *shape)
+    back = load_image(save_image(values, tmp_path / "v.nii.gz", reference=ref))
+    assert back.shape == (1, *shape)
+    torch.testing.assert_close(back.as_tensor(), values)
+    np.testing.assert_allclose(np.asarray(back.affine), np.asarray(ref.affine))
+    two = load_image(save_image(torch.rand(2, *shape), tmp_path / "two.nii.gz", reference=ref))
+    assert two.shape == (2, *shape)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from monai.data import MetaTensor
+
+    old = os.umask(0o027)
+    try:
+        path = save_image(
+            torch.rand(1, 4, 4, 2), tmp_path / "m.nii.gz", reference=MetaTensor(torch.zeros(1, 4, 4, 2))
+        )
+        text = atomic_write(tmp_path / "s.json", lambda tmp: open(tmp, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o640)
+    assert oct(text.stat().st_mode & 0o777) == oct(0o640)
