@@ -64,6 +64,8 @@ class ConditionalDiffusionInferer(Inferer):
         noise_conditioning: str = NoiseConditioning.TIMESTEP,
     ) -> None:
         super().__init__()
+        if int(num_channels) < 1:
+            raise ValueError(f"num_channels must be >= 1, got {num_channels}.")
         self.noise_conditioning = check_noise_conditioning(noise_conditioning)
         self.scheduler = scheduler
         self.num_channels = int(num_channels)
@@ -95,7 +97,9 @@ class ConditionalDiffusionInferer(Inferer):
             raise ValueError("ConditionalDiffusionInferer needs `image` (or `condition`) to predict.")
         return network(inputs, timesteps, image)
 
-    def sample(self, network: Callable[..., torch.Tensor], image: torch.Tensor, **kwargs: Any) -> EnsembleSample:
+    def sample(
+        self, network: Callable[..., torch.Tensor], image: torch.Tensor, **kwargs: Any
+    ) -> EnsembleSample:
         """Sample an ensemble with the inferer's scheduler and default options; ``kwargs`` are
         :func:`~medseg.inferers.sample_ensemble` arguments and option overrides (``ensemble``, ``steps``, ...).
         """
