@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from medseg.inferers import make_scheduler
+from medseg.diffusion import SamplingOptions, make_scheduler
 from medseg.translation import (
     TranslationResult,
     baseline_predictions,
@@ -75,8 +75,8 @@ def test_palette_evaluate_writes_metrics_and_figure(tmp_path: Path) -> None:
     items = [{"image": torch.rand(1, 16, 16), "name": f"s{i}"} for i in range(2)]
     scheduler = make_scheduler("ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4)
     metrics = palette_evaluate(
-        net, items, "uncropping", scheduler, tmp_path, num_samples=2, num_inference_steps=2
+        net, items, "uncropping", scheduler, tmp_path, options=SamplingOptions(ensemble=2, steps=2)
     )
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["num_images"] == 2 and saved["model"] == metrics["model"]
+    assert saved["num_images"] == 2 and saved["ensemble"] == 2 and saved["model"] == metrics["model"]
     assert (tmp_path / "figure.png").stat().st_size > 1000

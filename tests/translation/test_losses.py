@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medseg.engines.prepare_batch import MaskedTarget
-from medseg.translation import DiffusionLoss
+from medseg.losses import DiffusionLoss, MaskedTarget
 
 
 def test_plain_losses_are_mse_and_l1() -> None:

@@ -6,9 +6,11 @@ import torch
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
 
+from medseg.diffusion import SamplingOptions, make_scheduler
 from medseg.engines import ConditionalDiffusionPrepareBatch
-from medseg.inferers import ConditionalDiffusionInferer, make_scheduler
-from medseg.translation import DiffusionLoss, palette_transforms, translate
+from medseg.inferers import ConditionalDiffusionInferer
+from medseg.losses import DiffusionLoss
+from medseg.translation import palette_transforms, translate
 from tests.translation.conftest import tiny_palette_net
 
 
@@ -20,7 +22,8 @@ def test_known_region_is_unchanged_after_sampling_and_the_region_is_generated() 
     image = torch.rand(2, 1, 16, 16) * 2 - 1
     mask = torch.zeros(2, 1, 16, 16)
     mask[:, :, 4:12, 3:10] = 1
-    out = translate(net, image, scheduler, mask=mask, num_samples=3, seed=0)
+    every_step = SamplingOptions(ensemble=3, steps=None, seed=0)
+    out = translate(net, image, scheduler, mask=mask, options=every_step)
     assert out.shape == (2, 3, 1, 16, 16)
     known = (mask < 0.5).expand(2, 1, 16, 16)
     for m in range(3):
@@ -29,14 +32,14 @@ def test_known_region_is_unchanged_after_sampling_and_the_region_is_generated() 
     assert (out[:, 0][inside] - out[:, 1][inside]).abs().mean() > 1e-3  # samples differ where generated
     # the content of x inside the region does not matter: it is replaced by noise
     other = torch.where(mask > 0.5, torch.full_like(image, 0.9), image)
-    torch.testing.assert_close(translate(net, other, scheduler, mask=mask, num_samples=3, seed=0), out)
-    torch.testing.assert_close(translate(net, image, scheduler, mask=mask, num_samples=3, seed=0), out)
+    torch.testing.assert_close(translate(net, other, scheduler, mask=mask, options=every_step), out)
+    torch.testing.assert_close(translate(net, image, scheduler, mask=mask, options=every_step), out)
 
 
 def test_colorization_samples_three_channels_with_ddim() -> None:
     net = tiny_palette_net(1, 3)
     scheduler = make_scheduler("ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4)
-    out = translate(net, torch.rand(1, 1, 16, 16), scheduler, num_samples=2, num_inference_steps=3, seed=1)
+    out = translate(net, torch.rand(1, 1, 16, 16), scheduler, ensemble=2, steps=3, seed=1)
     assert out.shape == (1, 2, 3, 16, 16) and float(out.abs().max()) <= 1.0
 
 

@@ -6,8 +6,9 @@ import matplotlib
 import pytest
 import torch
 
-from medseg.inferers import make_scheduler
-from medseg.translation import SamplingTranslationModel, Translator
+from medseg.diffusion import make_scheduler
+from medseg.inferers import SamplingModel
+from medseg.workflows import Translator
 from medseg.workflows.bundles import bundle_path
 from tests.translation.conftest import tiny_palette_net
 
@@ -16,8 +17,14 @@ matplotlib.use("Agg")
 
 def _translator(task: str = "inpainting", source: int = 1, target: int = 1) -> Translator:
     scheduler = make_scheduler("ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4)
-    model = SamplingTranslationModel(
-        tiny_palette_net(source, target, perturb=0.05), scheduler, num_samples=2, num_inference_steps=2
+    model = SamplingModel(
+        tiny_palette_net(source, target, perturb=0.05),
+        scheduler,
+        num_channels=target,
+        output="image",
+        ensemble=2,
+        steps=2,
+        noise_conditioning="noise_level",
     )
     return Translator(model, task, divisible_by=2)
 
@@ -26,7 +33,7 @@ def test_inpainting_keeps_known_pixels_exactly_and_pads_odd_sizes() -> None:
     image = torch.rand(15, 13)  # odd sizes: padded to 16 x 14 for the network, cropped back
     mask = torch.zeros(15, 13)
     mask[4:10, 3:9] = 1
-    out = _translator()(image, mask=mask, num_samples=3)
+    out = _translator()(image, mask=mask, ensemble=3)
     assert out.samples.shape == (3, 1, 15, 13) and out.mean.shape == out.std.shape == (1, 15, 13)
     known = mask == 0
     assert torch.equal(out.samples[:, 0][:, known], image[known].expand(3, -1))
@@ -35,9 +42,9 @@ def test_inpainting_keeps_known_pixels_exactly_and_pads_odd_sizes() -> None:
         out.std[0][mask == 1].max() > 0 and out.std[0][known].max() == 0
     )  # samples differ only in the region
     # seeded: the same call gives the same samples, another seed other ones
-    again = _translator()(image, mask=mask, num_samples=3)
+    again = _translator()(image, mask=mask, ensemble=3)
     assert torch.equal(again.samples, out.samples)
-    other = _translator()(image, mask=mask, num_samples=3, seed=1)
+    other = _translator()(image, mask=mask, ensemble=3, seed=1)
     assert not torch.equal(other.samples, out.samples)
 
 
@@ -65,7 +72,7 @@ def test_bad_inputs_raise(task: str, kwargs: dict, message: str) -> None:
 
 
 def test_from_bundle_uses_the_shipped_weights_of_the_task() -> None:
-    inpaint = Translator.from_bundle("palette", task="uncropping", num_samples=1, num_inference_steps=2)
+    inpaint = Translator.from_bundle("palette", task="uncropping", ensemble=1, steps=2)
     assert inpaint.task == "uncropping" and inpaint.divisible_by == 4
     shipped = torch.load(
         bundle_path("palette") / "models" / "model_uncropping.pt", map_location="cpu", weights_only=True
