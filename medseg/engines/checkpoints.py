@@ -1,21 +1,45 @@
-"""Training checkpoints that a run resumes from after an interruption."""
+"""Training checkpoints that a run resumes from after an interruption, and that a failed resume never destroys.
+
+Checkpoints are written atomically (a hidden temporary file in the same folder, renamed into place), so a kill
+leaves either the previous file or the new one. On resume the newest checkpoint is loaded and checked against
+the objects of the run (keys, tensor shapes, optimizer groups, epoch) when the handler is attached, before the
+trainer runs: a checkpoint that cannot be used stops the run with a :class:`CheckpointError` that names the
+file and the cause, and nothing in the folder is written or replaced.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import ignite.distributed as idist
 import torch
+from ignite.engine import Events
+from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from medseg.data.errors import MedsegDataError
+from medseg.data.writers import atomic_write
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["ResumableCheckpoint", "latest_checkpoint"]
+__all__ = ["CheckpointError", "ResumableCheckpoint", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
+
+_ADVICE = (
+    "nothing in the folder was changed; fix or move the file, pass resume=false (medseg train --resume false) "
+    "to start afresh, or use another output folder"
+)
+
+
+class CheckpointError(MedsegDataError):
+    """A training checkpoint that cannot be resumed from; the message names the file and the cause."""
 
 
 def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") -> str | None:
@@ -23,7 +47,8 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") 
 
     Training configs use it to resume: ``CheckpointSaver(save_dir=output_dir, file_prefix="checkpoint", ...)``
     writes the files, and a ``CheckpointLoader(load_path=latest_checkpoint(output_dir))`` is enabled only when
-    this returns a path. Ties in modification time are broken by name, so the choice is deterministic.
+    this returns a path. Ties in modification time are broken by name, so the choice is deterministic. The
+    hidden temporary files of an interrupted atomic write (``.<name>.*.tmp.pt``) are never chosen.
 
     Args:
         directory: the run's output folder (it need not exist yet).
@@ -39,6 +64,24 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "checkpoint") 
     if not files:
         return None
     return str(max(files, key=lambda p: (p.stat().st_mtime_ns, p.name)).resolve())
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` writing through :func:`medseg.data.atomic_write` (umask permissions, unlike
+    ignite's own atomic mode), optionally under one fixed file name (MONAI's final checkpoint)."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=False)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if self.save_on_rank != idist.get_rank():
+            return
+        dest = Path(self.dirname) / (self.filename or filename)
+        atomic_write(dest, lambda tmp: torch.save(checkpoint, tmp, **self.kwargs), overwrite=True)
+
+    def remove(self, filename: str) -> None:
+        super().remove(self.filename or filename)
 
 
 class _EngineScaler:
@@ -68,13 +111,117 @@ class _EngineScaler:
         scaler.load_state_dict(state_dict)
 
 
-def _checkpoint_keys(path: str, map_location: str | None) -> set[str]:
-    """The top-level keys of a checkpoint file, read without loading its tensors where the format allows."""
+def _cause(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _read_checkpoint(path: str, map_location: str | None) -> Any:
+    """The checkpoint's content, memory-mapped where the format allows (its tensors are not read)."""
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: cannot resume: the checkpoint is empty (0 bytes); {_ADVICE}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    return set(checkpoint) if isinstance(checkpoint, dict) else set()
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err) and "zip" not in str(err).lower():
+                raise
+            # a legacy (non-zip) file cannot be memory-mapped; a truncated zip fails here again
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on damaged files
+        raise CheckpointError(
+            f"{path}: cannot resume: the checkpoint cannot be loaded ({_cause(err)}); {_ADVICE}"
+        ) from err
+
+
+def _module_problems(saved: Any, module: torch.nn.Module) -> str | None:
+    if not isinstance(saved, Mapping):
+        return f"holds {type(saved).__name__}, not a state dict"
+    saved = {str(k).removeprefix("module."): v for k, v in saved.items()}
+    expected = {k.removeprefix("module."): v for k, v in module.state_dict().items()}
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} in the file vs {tuple(v.shape)} now"
+        for k, v in expected.items()
+        if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:3])}")
+    return ", ".join(problems) or None
+
+
+def _optimizer_problems(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
+    groups = saved.get("param_groups") if isinstance(saved, Mapping) else None
+    if not isinstance(groups, list):
+        return "holds no optimizer state (no param_groups)"
+    if len(groups) != len(optimizer.param_groups):
+        return f"{len(groups)} parameter group(s) in the file vs {len(optimizer.param_groups)} now"
+    sizes = [len(g.get("params", [])) for g in groups]
+    now = [len(g["params"]) for g in optimizer.param_groups]
+    if sizes != now:
+        return f"parameter group sizes {sizes} in the file vs {now} now"
+    return None
+
+
+def _saved_epoch(state: Any) -> int | None:
+    """The epoch of an ignite ``Engine.state_dict()`` (it holds ``epoch`` or ``iteration`` and ``epoch_length``)."""
+    if not isinstance(state, Mapping):
+        return None
+    if isinstance(state.get("epoch"), int):
+        return state["epoch"]
+    iteration, length = state.get("iteration"), state.get("epoch_length")
+    if isinstance(iteration, int) and isinstance(length, int) and length > 0:
+        return iteration // length
+    return None
+
+
+def _check_checkpoint(path: str, objects: dict[str, Any], engine: Engine, map_location: str | None) -> bool:
+    """Check that ``path`` can restore ``objects``; returns whether it holds a ``"scaler"`` entry.
+
+    Raises:
+        CheckpointError: naming the file and every object that does not fit.
+    """
+    checkpoint = _read_checkpoint(path, map_location)
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(
+            f"{path}: cannot resume: not a training checkpoint (found {type(checkpoint).__name__}); {_ADVICE}"
+        )
+    missing = [k for k in objects if k != "scaler" and k not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{path}: cannot resume: the checkpoint has no {', '.join(map(repr, missing))} (written by another "
+            f"configuration?); {_ADVICE}"
+        )
+    problems = []
+    for key, obj in objects.items():
+        if key == "scaler" or key not in checkpoint:
+            continue
+        if isinstance(obj, torch.nn.Module):
+            problem = _module_problems(checkpoint[key], obj)
+        elif isinstance(obj, torch.optim.Optimizer):
+            problem = _optimizer_problems(checkpoint[key], obj)
+        else:
+            problem = None
+        if problem:
+            problems.append(f"{key}: {problem}")
+    saved_epoch = _saved_epoch(checkpoint["trainer"])
+    max_epochs = getattr(getattr(engine, "state", None), "max_epochs", None)
+    if saved_epoch is None:
+        problems.append("trainer: no epoch or iteration count")
+    elif max_epochs is not None and saved_epoch > max_epochs:
+        problems.append(f"trainer: saved at epoch {saved_epoch}, beyond this run's max_epochs {max_epochs}")
+    if problems:
+        raise CheckpointError(
+            f"{path}: cannot resume: the checkpoint does not fit this run (another network or configuration?): "
+            f"{' | '.join(problems)}; {_ADVICE}"
+        )
+    return "scaler" in checkpoint
 
 
 class ResumableCheckpoint:
@@ -84,12 +231,18 @@ class ResumableCheckpoint:
     (its epoch and iteration counters) to the saved objects when it is attached. A bundle config cannot list the
     trainer among its own handlers' arguments (the reference would be circular), which is why this exists.
 
-    On ``attach``: if ``resume`` and :func:`latest_checkpoint` finds a file in ``save_dir``, a ``CheckpointLoader``
-    restores every object of ``save_dict`` and the trainer state (at ``Events.STARTED``), so the run continues at
-    the saved epoch and iteration with the saved optimizer, EMA and scheduler state (the trainer's current
-    ``max_epochs`` is kept). If ``save``, a ``CheckpointSaver`` writes ``<file_prefix>_checkpoint_epoch=N.pt``
-    every ``save_interval`` epochs (keeping ``n_saved``) and a final checkpoint at the end of the run or when it
-    is interrupted by an exception (``KeyboardInterrupt`` included).
+    On ``attach``: if ``resume`` and :func:`latest_checkpoint` finds a file in ``save_dir``, that file is checked
+    at once (it loads; it holds every object; module keys and shapes, optimizer groups and the epoch fit this
+    run) and a :class:`CheckpointError` naming the file and the cause is raised if it does not fit, before the
+    trainer exists, so no handler writes anything. A good file is restored by a ``CheckpointLoader`` at
+    ``Events.STARTED`` (every object of ``save_dict`` and the trainer state), so the run continues at the saved
+    epoch and iteration with the saved optimizer, EMA and scheduler state (the trainer's current ``max_epochs`` is
+    kept); should that load still fail, the run stops with a :class:`CheckpointError` and the savers of this
+    handler and of every handler attached after it write nothing. If ``save``, a ``CheckpointSaver`` writes
+    ``<file_prefix>_checkpoint_epoch=N.pt`` every ``save_interval`` epochs (keeping ``n_saved``) and a final
+    checkpoint at the end of the run or when it is interrupted by an exception (``KeyboardInterrupt``
+    included), every file atomically (a kill leaves the previous file intact; a stale hidden temporary file of
+    a killed write is removed at the next ``attach``).
 
     AMP: when the engine trains with ``amp=True`` (``monai.engines.SupervisedTrainer``), the state of its enabled
     ``engine.scaler`` (a ``torch.amp.GradScaler``: loss scale and growth tracker) is saved under ``"scaler"``
@@ -139,6 +292,7 @@ class ResumableCheckpoint:
         self.save = save
         self.map_location = map_location
         self.resumed_from: str | None = None
+        self._load_failed = False
 
     def attach(self, engine: Engine) -> None:
         """Attach the loader (if resuming) and the saver to ``engine``, saving ``engine`` as ``"trainer"``.
@@ -148,17 +302,21 @@ class ResumableCheckpoint:
         objects = {**self.save_dict, "trainer": engine}
         if getattr(engine, "amp", False):
             objects["scaler"] = _EngineScaler(engine)
-        self.resumed_from = latest_checkpoint(self.save_dir, self.file_prefix) if self.resume else None
-        if self.resumed_from is not None:
-            logger.info("resuming from %s", self.resumed_from)
-            load_dict = objects
-            if "scaler" in objects and "scaler" not in _checkpoint_keys(self.resumed_from, self.map_location):
-                load_dict = {k: v for k, v in objects.items() if k != "scaler"}
-            CheckpointLoader(
-                load_path=self.resumed_from, load_dict=load_dict, map_location=self.map_location
-            ).attach(engine)
+        self.resumed_from = None
+        self._load_failed = False
+        path = latest_checkpoint(self.save_dir, self.file_prefix) if self.resume else None
+        if path is not None:
+            has_scaler = _check_checkpoint(path, objects, engine, self.map_location)
+            load_dict = objects if has_scaler else {k: v for k, v in objects.items() if k != "scaler"}
+            loader = CheckpointLoader(load_path=path, load_dict=load_dict, map_location=self.map_location)
+            engine.add_event_handler(Events.STARTED, self._load, loader, path)
+            if self.save:  # first on EXCEPTION_RAISED: a failed load stops the run before any saver writes
+                engine.add_event_handler(Events.EXCEPTION_RAISED, self._stop_after_failed_load)
+            self.resumed_from = path
+            logger.info("resuming from %s", path)
         if self.save:
-            CheckpointSaver(
+            self._remove_stale_temporaries()
+            saver = CheckpointSaver(
                 save_dir=self.save_dir,
                 save_dict=objects,
                 file_prefix=self.file_prefix,
@@ -167,4 +325,32 @@ class ResumableCheckpoint:
                 epoch_level=True,
                 save_final=True,
                 final_filename=f"{self.file_prefix}_final.pt",
-            ).attach(engine)
+            )
+            for name, filename in (
+                ("_interval_checkpoint", None),
+                ("_final_checkpoint", f"{self.file_prefix}_final.pt"),
+            ):
+                checkpoint = getattr(saver, name, None)
+                if checkpoint is not None:
+                    checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, filename)
+            saver.attach(engine)
+
+    def _load(self, engine: Engine, loader: CheckpointLoader, path: str) -> None:
+        try:
+            loader(engine)
+        except Exception as err:
+            self._load_failed = True
+            raise CheckpointError(f"{path}: cannot resume: {_cause(err)}; {_ADVICE}") from err
+
+    def _stop_after_failed_load(self, engine: Engine, err: BaseException) -> None:
+        if self._load_failed:
+            raise err
+        # any other exception goes on to the savers attached after this handler, which save and re-raise it
+
+    def _remove_stale_temporaries(self) -> None:
+        """Hidden temporary files that a killed atomic write left (``.<prefix>*.tmp.pt``)."""
+        folder = Path(self.save_dir)
+        if folder.is_dir():
+            for stale in folder.glob(f".{self.file_prefix}*.tmp.pt"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
