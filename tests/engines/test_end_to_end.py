@@ -9,8 +9,9 @@ from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from torch import nn
 
+from medseg.diffusion import make_scheduler
 from medseg.engines import ConditionalDiffusionPrepareBatch
-from medseg.inferers import ConditionalDiffusionInferer, make_scheduler
+from medseg.inferers import ConditionalDiffusionInferer
 from medseg.networks import MedSegDiffUNet
 
 THRESHOLD = 0.6
@@ -63,9 +64,7 @@ def test_tiny_medsegdiff_learns_threshold_task_and_ddim_ensemble_segments() -> N
 
     test = _smooth_images(8, seed=1)
     truth = (test > THRESHOLD).float()
-    inferer = ConditionalDiffusionInferer(
-        make_scheduler("ddim", **SCHEDULE), num_members=5, num_inference_steps=10
-    )
+    inferer = ConditionalDiffusionInferer(make_scheduler("ddim", **SCHEDULE), ensemble=5, steps=10)
     net.eval()
     result = inferer.sample(net, test, seed=0, max_batch=20)
     assert result.members.shape == (8, 5, 1, 16, 16)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from medseg.diffusion import make_scheduler
 from medseg.engines import ConditionalDiffusionPrepareBatch
-from medseg.inferers import make_scheduler
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:

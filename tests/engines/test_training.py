@@ -13,8 +13,9 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
 
+from medseg.diffusion import make_scheduler
 from medseg.engines import ConditionalDiffusionPrepareBatch, GradientClipHandler, TrainingTimeLimit
-from medseg.inferers import ConditionalDiffusionInferer, make_scheduler
+from medseg.inferers import ConditionalDiffusionInferer
 
 
 class TinyDenoiser(nn.Module):
@@ -173,7 +174,7 @@ def test_distributed_data_parallel_single_process(tmp_path) -> None:
         assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
         # sampling goes through the wrapper too
         inferer = ConditionalDiffusionInferer(
-            make_scheduler("ddim", num_train_timesteps=100), num_inference_steps=2
+            make_scheduler("ddim", num_train_timesteps=100), ensemble=1, steps=2
         )
         result = inferer.sample(ddp.eval(), torch.rand(1, 1, 8, 8), seed=0)
         assert result.members.shape == (1, 1, 1, 8, 8)
