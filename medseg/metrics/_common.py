@@ -73,10 +73,12 @@ def foreground_channels(tensor: torch.Tensor) -> torch.Tensor:
 def hard_prediction(probability: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Hard prediction in the layout of ``probability`` ``(B, C, *spatial)``.
 
-    ``C == 1``: ``p >= threshold``; ``C > 1``: one-hot of the argmax over channels (ties to the lowest index).
+    ``C == 1``: ``p > threshold`` (``p == 0.5`` is background: the argmax of ``[1 - p, p]`` with ties to the
+    lowest index, the mask rule of :mod:`medseg.ensemble`); ``C > 1``: one-hot of the argmax over channels
+    (ties to the lowest index).
     """
     if probability.shape[1] == 1:
-        return (probability >= threshold).to(probability.dtype)
+        return (probability > threshold).to(probability.dtype)
     return one_hot(probability.argmax(dim=1, keepdim=True), num_classes=probability.shape[1], dim=1).to(
         probability.dtype
     )

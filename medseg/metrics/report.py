@@ -105,7 +105,7 @@ def segmentation_report(
         "brier": _plain(brier_score(prob, tgt)[0]),
         "nll": _plain(negative_log_likelihood(prob, tgt, eps=eps)[0]),
         "protocol": {
-            "dice": "Dice of the hard prediction (p >= 0.5 binary, argmax multi-class), monai DiceMetric, "
+            "dice": "Dice of the hard prediction (p > 0.5 binary, argmax multi-class), monai DiceMetric, "
             "background excluded, empty target -> null",
             "hd95": "monai HausdorffDistanceMetric(percentile=95), symmetric, "
             + ("mm" if spacing is not None else "voxels")

@@ -27,7 +27,7 @@ MEDSEGDIFF_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def dice_score(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Dice of the hard prediction (``p >= 0.5`` for ``C == 1``, argmax for ``C > 1``), per case and class.
+    """Dice of the hard prediction (``p > 0.5`` for ``C == 1``, argmax for ``C > 1``), per case and class.
 
     ``Dice = 2 |P & Y| / (|P| + |Y|)`` through ``monai.metrics.DiceMetric(ignore_empty=True)``: an empty
     target gives ``nan`` (Dice is undefined; averaged with ``nanmean``), an empty prediction of a non-empty

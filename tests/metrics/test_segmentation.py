@@ -18,10 +18,10 @@ def _square(shape: tuple[int, ...], start: int, stop: int, value: float = 1.0) -
 
 def test_dice_binary_threshold_half_by_hand() -> None:
     target = _square((10, 10), 2, 6)  # 16 voxels
-    probability = _square((10, 10), 2, 7, value=0.5)  # 25 voxels at exactly 0.5: foreground
+    probability = _square((10, 10), 2, 7, value=0.51)  # 25 voxels above 0.5: foreground
     assert dice_score(probability, target).item() == pytest.approx(2 * 16 / (16 + 25))
-    below = _square((10, 10), 2, 7, value=0.49)
-    assert dice_score(below, target).item() == 0.0  # empty prediction of a non-empty target
+    half = _square((10, 10), 2, 7, value=0.5)  # exactly 0.5 is background (the mask rule of medseg.ensemble)
+    assert dice_score(half, target).item() == 0.0  # empty prediction of a non-empty target
 
 
 def test_dice_empty_target_is_nan_and_multiclass_excludes_background() -> None:

@@ -1,0 +1,458 @@
+"""Metrics against a label *distribution* and of uncertainty against errors.
+
+For ambiguous segmentation the truth is a distribution of labels (several annotators, or the known-marginal
+benchmark of :mod:`medseg.data.annotators`), and an ensemble is a set of samples from the model's
+distribution. Two families of numbers are here; MONAI has none of them except the pieces reused
+(``calibration_binning`` for the binned calibration error).
+
+**Sets of segmentations** (one case): ``samples`` ``(S, C, *spatial)`` and ``references`` ``(R, C, *spatial)``.
+
+* distance ``d(a, b) = 1 - IoU(a, b)`` with ``IoU`` averaged over the foreground classes
+  (``C == 1``: the single foreground channel; ``C > 1``: classes ``1..C-1``) and the IoU of a class that
+  is empty in both masks set to 1 (the SSN evaluation code's convention);
+* generalised energy distance ``D^2_GED = 2 E[d(S, Y)] - E[d(S, S')] - E[d(Y, Y')]`` (Kohl et al. 2018,
+  Eq. 4), every expectation over **all** pairs, ``i == j`` included (SSN and CIMD do so);
+* sample diversity ``E[d(S, S')]`` (the second term);
+* Hungarian-matched IoU (Kohl et al. 2019): both sets replicated to the least common multiple of their
+  sizes, matched one-to-one to maximise the total IoU (``scipy.optimize.linear_sum_assignment``), and the
+  mean IoU of the matched pairs reported.
+
+**Maps against a true marginal** ``(B, C, *spatial)``: mean absolute error of the ensemble mean, and the
+calibration error of the probability against the marginal (ECE where the observed frequency of a bin is the
+mean true probability of its voxels: against reference draws this is exactly the ECE of the probability
+scored against every draw, pooled, see :func:`empirical_marginal`).
+
+**Uncertainty against errors**: the error map of a hard prediction (``p > 0.5`` / argmax, the mask rule of
+:mod:`medseg.ensemble`), the AUROC of an uncertainty map for detecting the misclassified voxels, and the
+uncertainty-error overlap (Jungo & Reyes 2019), the best Dice between a thresholded uncertainty map and the
+error map.
+
+References:
+    Kohl et al., "A Probabilistic U-Net for Segmentation of Ambiguous Images", NeurIPS 2018 (GED);
+    Kohl et al., "A Hierarchical Probabilistic U-Net for Modeling Multi-Scale Ambiguities", arXiv 1905.13077,
+    2019 (Hungarian-matched IoU); Monteiro et al., "Stochastic Segmentation Networks", MICCAI 2020 (GED and
+    diversity conventions); Jungo & Reyes, "Assessing Reliability and Challenges of Uncertainty Estimations
+    for Medical Image Segmentation", MICCAI 2019 (uncertainty-error overlap); Guo et al., ICML 2017 (ECE);
+    Hanley & McNeil, Radiology 143(1), 1982 (AUROC as the Mann-Whitney statistic).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.metrics import calibration_binning
+from monai.networks.utils import one_hot
+from scipy.optimize import linear_sum_assignment
+
+from medseg.metrics._common import foreground_channels, hard_prediction, prepare_inputs
+
+__all__ = [
+    "MAX_MATCHED_SET",
+    "distribution_metrics",
+    "empirical_marginal",
+    "error_map",
+    "generalized_energy_distance",
+    "hungarian_matched_iou",
+    "marginal_absolute_error",
+    "marginal_calibration_error",
+    "pairwise_iou",
+    "sample_diversity",
+    "uncertainty_error_auroc",
+    "uncertainty_error_overlap",
+]
+
+#: Largest replicated set size of :func:`hungarian_matched_iou` (the assignment is cubic in it).
+MAX_MATCHED_SET = 1000
+
+
+def _foreground_masks(segmentations: torch.Tensor, num_classes: int | None, name: str) -> torch.Tensor:
+    """``(N, C, *spatial)`` masks / probabilities or ``(N, 1, *spatial)`` label maps -> ``(N, K, V)`` float64.
+
+    ``C == 1`` without ``num_classes``: a binary mask (foreground ``> 0.5``). ``C == 1`` with
+    ``num_classes``: integer labels ``0..num_classes-1``, one-hot encoded. ``C > 1``: one-hot or
+    probabilities, hardened by the argmax. Returns the foreground channels, flattened.
+    """
+    if not isinstance(segmentations, torch.Tensor) or not 3 <= segmentations.ndim <= 5:
+        raise ValueError(
+            f"{name} must be a torch.Tensor shaped (N, C, *spatial) with 1 to 3 spatial axes, got "
+            f"{getattr(segmentations, 'shape', type(segmentations).__name__)}."
+        )
+    if segmentations.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one segmentation.")
+    seg = segmentations.detach().to(torch.float64)
+    if seg.shape[1] == 1:
+        if num_classes is None:
+            if bool((seg > 1).any()) or bool((seg < 0).any()):
+                raise ValueError(
+                    f"{name} has one channel with values outside [0, 1]: for a label map pass num_classes."
+                )
+            masks = (seg > 0.5).to(torch.float64)
+        else:
+            if num_classes < 2:
+                raise ValueError(f"num_classes must be >= 2 for a label map, got {num_classes}.")
+            if bool((seg != seg.round()).any()) or bool((seg < 0).any()) or bool((seg >= num_classes).any()):
+                raise ValueError(f"{name} must hold integer labels in 0..{num_classes - 1}.")
+            masks = one_hot(seg.long(), num_classes=num_classes, dim=1).to(torch.float64)[:, 1:]
+    else:
+        if num_classes is not None and num_classes != seg.shape[1]:
+            raise ValueError(f"{name} has {seg.shape[1]} channels but num_classes is {num_classes}.")
+        masks = hard_prediction(seg)[:, 1:]
+    return masks.flatten(start_dim=2)
+
+
+def _pairwise_iou_masks(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of ``(N, K, V)`` and ``(M, K, V)`` masks, mean over the K classes, empty/empty = 1: ``(N, M)``."""
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(
+            f"the two sets must have the same classes and spatial size, got {tuple(a.shape[1:])} and "
+            f"{tuple(b.shape[1:])} (classes, voxels)."
+        )
+    intersection = torch.einsum("nkv,mkv->nmk", a, b)
+    union = a.sum(-1)[:, None] + b.sum(-1)[None] - intersection
+    iou = torch.where(
+        union > 0, intersection / union.clamp_min(1.0), torch.ones_like(union)
+    )  # empty/empty = 1
+    return iou.mean(dim=-1)
+
+
+def pairwise_iou(first: torch.Tensor, second: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """IoU of every pair of two sets of segmentations, averaged over the foreground classes.
+
+    ``IoU(a, b) = (1/K) sum_k |a_k & b_k| / |a_k | b_k|`` over the K foreground classes, 1 for a class empty
+    in both.
+
+    Args:
+        first: ``(N, C, *spatial)``: binary masks (``C == 1``), one-hot or probabilities (``C > 1``,
+            hardened by argmax), or label maps ``(N, 1, *spatial)`` with ``num_classes``.
+        second: ``(M, C, *spatial)`` in the same layout.
+        num_classes: number of classes (background included) when the inputs are label maps.
+
+    Returns:
+        ``(N, M)`` float64 IoU in [0, 1].
+    """
+    return _pairwise_iou_masks(
+        _foreground_masks(first, num_classes, "first"), _foreground_masks(second, num_classes, "second")
+    )
+
+
+def sample_diversity(samples: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Mean distance between the samples of a set, ``E[d(S, S')]`` with ``d = 1 - IoU``, all pairs (i == j too).
+
+    Args:
+        samples: ``(S, C, *spatial)`` segmentations (see :func:`pairwise_iou`).
+        num_classes: number of classes for label maps.
+
+    Returns:
+        0-d float64 tensor in [0, 1 - 1/S].
+    """
+    return (1.0 - pairwise_iou(samples, samples, num_classes)).mean()
+
+
+def generalized_energy_distance(
+    samples: torch.Tensor, references: torch.Tensor, num_classes: int | None = None
+) -> torch.Tensor:
+    """Squared generalised energy distance ``D^2_GED`` between a set of samples and a set of references.
+
+    ``D^2_GED = 2 E[d(S, Y)] - E[d(S, S')] - E[d(Y, Y')]`` with ``d = 1 - IoU`` (Kohl et al. 2018, Eq. 4),
+    each expectation the mean over all pairs (``i == j`` included). 0 for two identical sets; with one
+    reference it is ``2 E[d(S, y)] - diversity``.
+
+    Args:
+        samples: ``(S, C, *spatial)`` model samples (see :func:`pairwise_iou` for the layouts).
+        references: ``(R, C, *spatial)`` reference segmentations (annotators, draws).
+        num_classes: number of classes for label maps.
+
+    Returns:
+        0-d float64 tensor (lower is better).
+    """
+    a = _foreground_masks(samples, num_classes, "samples")
+    b = _foreground_masks(references, num_classes, "references")
+    cross = (1.0 - _pairwise_iou_masks(a, b)).mean()
+    within_samples = (1.0 - _pairwise_iou_masks(a, a)).mean()
+    within_references = (1.0 - _pairwise_iou_masks(b, b)).mean()
+    return 2.0 * cross - within_samples - within_references  # Kohl et al. 2018, Eq. 4
+
+
+def hungarian_matched_iou(
+    samples: torch.Tensor, references: torch.Tensor, num_classes: int | None = None
+) -> torch.Tensor:
+    """Hungarian-matched IoU between a set of samples and a set of references (Kohl et al. 2019).
+
+    Both sets are replicated to ``L = lcm(S, R)`` elements (each sample ``L / S`` times, each reference
+    ``L / R`` times), matched one-to-one to maximise the total IoU with
+    ``scipy.optimize.linear_sum_assignment`` (cost ``1 - IoU``), and the mean IoU of the ``L`` matched
+    pairs is returned. Replication makes sets of different sizes comparable: it is the optimal transport
+    between the two uniform distributions.
+
+    Args:
+        samples: ``(S, C, *spatial)`` model samples (see :func:`pairwise_iou`).
+        references: ``(R, C, *spatial)`` references.
+        num_classes: number of classes for label maps.
+
+    Returns:
+        0-d float64 tensor in [0, 1] (higher is better).
+
+    Raises:
+        ValueError: ``lcm(S, R) > MAX_MATCHED_SET``.
+    """
+    iou = pairwise_iou(samples, references, num_classes)
+    n, m = iou.shape
+    size = math.lcm(n, m)
+    if size > MAX_MATCHED_SET:
+        raise ValueError(
+            f"lcm of the set sizes ({n}, {m}) is {size} > {MAX_MATCHED_SET}: use set sizes with a smaller lcm."
+        )
+    tiled = iou.repeat_interleave(size // n, dim=0).repeat_interleave(size // m, dim=1)
+    rows, cols = linear_sum_assignment(tiled.numpy(), maximize=True)
+    return tiled[torch.as_tensor(rows), torch.as_tensor(cols)].mean()
+
+
+def distribution_metrics(
+    samples: torch.Tensor, references: torch.Tensor, num_classes: int | None = None
+) -> dict[str, torch.Tensor]:
+    """GED, both diversities and the Hungarian-matched IoU of one case, from one pairwise-IoU computation.
+
+    Args:
+        samples: ``(S, C, *spatial)`` model samples (see :func:`pairwise_iou`).
+        references: ``(R, C, *spatial)`` references.
+        num_classes: number of classes for label maps.
+
+    Returns:
+        ``{"ged", "cross_distance", "sample_diversity", "reference_diversity", "hm_iou"}``, 0-d float64
+        tensors, with ``ged = 2 cross_distance - sample_diversity - reference_diversity``.
+    """
+    a = _foreground_masks(samples, num_classes, "samples")
+    b = _foreground_masks(references, num_classes, "references")
+    iou = _pairwise_iou_masks(a, b)
+    cross = (1.0 - iou).mean()
+    diversity_s = (1.0 - _pairwise_iou_masks(a, a)).mean()
+    diversity_r = (1.0 - _pairwise_iou_masks(b, b)).mean()
+    n, m = iou.shape
+    size = math.lcm(n, m)
+    hm_iou = torch.tensor(float("nan"), dtype=torch.float64)
+    if size <= MAX_MATCHED_SET:
+        tiled = iou.repeat_interleave(size // n, dim=0).repeat_interleave(size // m, dim=1)
+        rows, cols = linear_sum_assignment(tiled.numpy(), maximize=True)
+        hm_iou = tiled[torch.as_tensor(rows), torch.as_tensor(cols)].mean()
+    return {
+        "ged": 2.0 * cross - diversity_s - diversity_r,  # Kohl et al. 2018, Eq. 4
+        "cross_distance": cross,
+        "sample_diversity": diversity_s,
+        "reference_diversity": diversity_r,
+        "hm_iou": hm_iou,
+    }
+
+
+def empirical_marginal(draws: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-voxel class frequencies of a set of label maps (the empirical marginal of reference draws).
+
+    Args:
+        draws: ``(K, 1, *spatial)`` integer labels in ``0..num_classes-1``.
+        num_classes: number of classes C (background included, >= 2).
+
+    Returns:
+        ``(C, *spatial)`` float64 frequencies, summing to 1 over classes (for ``C == 2`` the foreground
+        frequency is channel 1).
+    """
+    if not isinstance(draws, torch.Tensor) or not 3 <= draws.ndim <= 5 or draws.shape[1] != 1:
+        raise ValueError(
+            f"draws must be (K, 1, *spatial) label maps, got {getattr(draws, 'shape', type(draws).__name__)}."
+        )
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+    labels = draws.detach().to(torch.float64)
+    if (
+        bool((labels != labels.round()).any())
+        or bool((labels < 0).any())
+        or bool((labels >= num_classes).any())
+    ):
+        raise ValueError(f"draws must hold integer labels in 0..{num_classes - 1}.")
+    return one_hot(labels.long(), num_classes=num_classes, dim=1).to(torch.float64).mean(dim=0)
+
+
+def _check_marginal(probability: torch.Tensor, marginal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as float64 ``(B, C, *spatial)`` probabilities (channels renormalised for ``C > 1``)."""
+    if not isinstance(marginal, torch.Tensor) or marginal.shape != probability.shape:
+        raise ValueError(
+            f"marginal must have the shape of probability {tuple(probability.shape)}, got "
+            f"{getattr(marginal, 'shape', type(marginal).__name__)}."
+        )
+    prob, _ = prepare_inputs(probability, torch.zeros_like(probability[:, :1]))
+    truth, _ = prepare_inputs(marginal, torch.zeros_like(marginal[:, :1]))
+    return prob, truth
+
+
+def marginal_absolute_error(
+    probability: torch.Tensor, marginal: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean absolute error of a probability map against the true marginal, per case.
+
+    ``MAE = (1 / (|V| K)) sum_{v in V} sum_{c foreground} |p_vc - m_vc|`` over the voxels ``V`` (of
+    ``mask`` when given) and the K reported classes (the only channel for ``C == 1``, ``1..C-1`` otherwise).
+
+    Args:
+        probability: ``(B, C, *spatial)`` probabilities (e.g. the ensemble mean).
+        marginal: ``(B, C, *spatial)`` true per-voxel class probabilities (or an empirical marginal).
+        mask: optional ``(B, 1, *spatial)`` region of interest (nonzero = inside).
+
+    Returns:
+        ``(B,)`` float64 (``nan`` for an empty mask).
+    """
+    prob, truth = _check_marginal(probability, marginal)
+    error = (foreground_channels(prob) - foreground_channels(truth)).abs().mean(dim=1)  # (B, *spatial)
+    if mask is None:
+        return error.flatten(start_dim=1).mean(dim=1)
+    if mask.shape != (prob.shape[0], 1, *prob.shape[2:]):
+        raise ValueError(f"mask must be shaped (B, 1, *spatial) = {(prob.shape[0], 1, *prob.shape[2:])}.")
+    inside = (mask[:, 0] != 0).to(torch.float64)
+    return (error * inside).flatten(start_dim=1).sum(dim=1) / inside.flatten(start_dim=1).sum(dim=1)
+
+
+def marginal_calibration_error(
+    probability: torch.Tensor, marginal: torch.Tensor, num_bins: int = 15
+) -> torch.Tensor:
+    """Calibration error of a probability map against a true (or empirical) marginal, per case and class.
+
+    The voxels' probabilities of class c are put into ``num_bins`` equal-width bins on [0, 1] with MONAI's
+    ``calibration_binning`` and ``ECE = sum_k (n_k / n) |mean_{v in k} m_vc - mean_{v in k} p_vc|``
+    (Guo et al. 2017, Eq. 3, with the observed frequency of a bin replaced by the mean true probability of
+    its voxels). With ``marginal = empirical_marginal(draws)`` this equals the ECE of ``probability`` scored
+    against each of the K draws, all voxel-draw pairs pooled. A map equal to the marginal scores 0 (up to
+    the spread of the marginal inside a bin).
+
+    Args:
+        probability: ``(B, C, *spatial)`` probabilities.
+        marginal: ``(B, C, *spatial)`` true per-voxel class probabilities.
+        num_bins: number of bins (>= 1).
+
+    Returns:
+        ``(B, C')`` float64, ``C' = 1`` for ``C == 1`` and ``C - 1`` (foreground classes) otherwise.
+    """
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
+    prob, truth = _check_marginal(probability, marginal)
+    prob, truth = foreground_channels(prob), foreground_channels(truth)
+    mean_p, mean_m, counts = calibration_binning(prob.float(), truth.float(), num_bins=num_bins)
+    gap = torch.nan_to_num((mean_m - mean_p).abs().to(torch.float64), nan=0.0)  # empty bins count 0
+    counts = counts.to(torch.float64)
+    return (counts * gap).sum(dim=-1) / counts.sum(dim=-1)  # Guo et al. 2017, Eq. 3
+
+
+def error_map(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Voxels where the hard prediction differs from the target.
+
+    The hard prediction is ``p > 0.5`` for ``C == 1`` and the argmax over channels (ties to the lowest
+    index) for ``C > 1``: the mask rule of :mod:`medseg.ensemble`.
+
+    Args:
+        probability: ``(B, C, *spatial)`` probabilities.
+        target: ``(B, C, *spatial)`` one-hot / binary, or ``(B, 1, *spatial)`` labels (``C > 1``).
+
+    Returns:
+        ``(B, 1, *spatial)`` bool.
+    """
+    prob, onehot = prepare_inputs(probability, target)
+    return (hard_prediction(prob) != onehot).any(dim=1, keepdim=True)
+
+
+def _check_uncertainty(uncertainty: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
+    if not isinstance(uncertainty, torch.Tensor) or uncertainty.shape != errors.shape:
+        raise ValueError(
+            f"uncertainty must be shaped (B, 1, *spatial) = {tuple(errors.shape)}, got "
+            f"{getattr(uncertainty, 'shape', type(uncertainty).__name__)}."
+        )
+    values = uncertainty.detach().to(torch.float64)
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError("uncertainty contains NaN or infinite values.")
+    return values
+
+
+def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """AUROC of 1D ``scores`` for the boolean ``labels``: the Mann-Whitney U with ties counted 1/2."""
+    positives = int(labels.sum())
+    negatives = labels.numel() - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    upper = counts.cumsum(0).to(torch.float64)
+    mid_rank = upper - (counts.to(torch.float64) - 1) / 2  # average rank of each tie group (1-based)
+    rank_sum = mid_rank[inverse][labels].sum()
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))  # Mann-Whitney U
+
+
+def uncertainty_error_auroc(
+    uncertainty: torch.Tensor,
+    probability: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """AUROC of an uncertainty map for detecting the misclassified voxels, per case.
+
+    The positives are the voxels of :func:`error_map`; the AUROC is the probability that a random error
+    voxel has a higher uncertainty than a random correct voxel, ties counted one half (the Mann-Whitney
+    statistic; the same number as ``monai.metrics.compute_roc_auc``, computed from ranks in one vectorised
+    pass, because MONAI's loop over the voxels takes seconds on a volume). 1 is a perfect detector, 0.5 no
+    better than chance.
+
+    Args:
+        uncertainty: ``(B, 1, *spatial)`` uncertainty (any real scale; higher = less certain).
+        probability: ``(B, C, *spatial)`` probabilities whose hard prediction is scored.
+        target: ``(B, C, *spatial)`` one-hot / binary, or ``(B, 1, *spatial)`` labels.
+        mask: optional ``(B, 1, *spatial)`` region of interest (nonzero = inside).
+
+    Returns:
+        ``(B,)`` float64, ``nan`` for a case with no error or no correct voxel.
+    """
+    errors = error_map(probability, target)
+    values = _check_uncertainty(uncertainty, errors)
+    inside = torch.ones_like(errors) if mask is None else (mask.reshape(errors.shape) != 0)
+    return torch.tensor(
+        [_auroc(values[b][inside[b]], errors[b][inside[b]]) for b in range(errors.shape[0])],
+        dtype=torch.float64,
+    )
+
+
+def uncertainty_error_overlap(
+    uncertainty: torch.Tensor,
+    probability: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float | None = None,
+) -> torch.Tensor:
+    """Uncertainty-error overlap (UEO, Jungo & Reyes 2019): Dice of the thresholded uncertainty and the errors.
+
+    ``UEO(tau) = 2 |U_tau & E| / (|U_tau| + |E|)`` with ``U_tau = {u > tau}`` and ``E`` the
+    :func:`error_map`. With ``threshold=None`` the maximum over every threshold is returned (the paper's
+    UEO), found exactly by sorting the uncertainties: the candidate sets ``U_tau`` are the voxels above each
+    distinct value.
+
+    Args:
+        uncertainty: ``(B, 1, *spatial)`` uncertainty.
+        probability: ``(B, C, *spatial)`` probabilities whose hard prediction is scored.
+        target: ``(B, C, *spatial)`` one-hot / binary, or ``(B, 1, *spatial)`` labels.
+        threshold: a fixed ``tau``; None takes the best.
+
+    Returns:
+        ``(B,)`` float64 in [0, 1]; ``nan`` for a case without errors.
+    """
+    errors = error_map(probability, target)
+    values = _check_uncertainty(uncertainty, errors)
+    scores = []
+    for b in range(errors.shape[0]):
+        u, e = values[b].flatten(), errors[b].flatten().to(torch.float64)
+        num_errors = float(e.sum())
+        if num_errors == 0:
+            scores.append(float("nan"))
+            continue
+        if threshold is not None:
+            selected = (u > threshold).to(torch.float64)
+            scores.append(float(2 * (selected * e).sum() / (selected.sum() + num_errors)))
+            continue
+        order = torch.argsort(u, descending=True)
+        u_sorted, hits = u[order], e[order].cumsum(0)
+        # U_tau can end only after the last voxel of a group of equal values (u > tau takes all or none).
+        ends = torch.nonzero(torch.cat([u_sorted[1:] != u_sorted[:-1], torch.tensor([True])])).flatten()
+        size = (ends + 1).to(torch.float64)
+        dice = 2 * hits[ends] / (size + num_errors)  # Jungo & Reyes 2019: Dice(U_tau, E)
+        scores.append(float(dice.max().clamp_min(0.0)))
+    return torch.tensor(scores, dtype=torch.float64)
