@@ -6,7 +6,8 @@ import torch
 
 __all__ = ["THRESHOLD", "check_members", "hard_labels", "normalize_members"]
 
-#: Binary threshold for hard labels (``p >= THRESHOLD`` is foreground).
+#: Binary threshold for hard labels: ``p > THRESHOLD`` is foreground, ``p == THRESHOLD`` background (the
+#: argmax of ``[1 - p, p]`` with ties to the lowest index; the mask rule of :mod:`medseg.ensemble.prediction`).
 THRESHOLD = 0.5
 
 
@@ -55,16 +56,17 @@ def normalize_members(members: torch.Tensor) -> torch.Tensor:
 
 
 def hard_labels(members: torch.Tensor) -> torch.Tensor:
-    """Hard labels of each member: ``p >= 0.5`` for ``C == 1``; ``argmax`` over channels for ``C > 1``.
+    """Hard labels of each member: ``p > 0.5`` for ``C == 1``; ``argmax`` over channels for ``C > 1``.
 
     Args:
         members: ``(M, C, *spatial)`` probabilities (or already hard labels/one-hot).
 
     Returns:
-        ``(M, *spatial)`` ``torch.long`` labels in ``{0, ..., max(C, 2) - 1}``. ``argmax`` ties go to the
-        lowest class index.
+        ``(M, *spatial)`` ``torch.long`` labels in ``{0, ..., max(C, 2) - 1}``. A binary ``p == 0.5`` is
+        background and ``argmax`` ties go to the lowest class index: the same rule for ``C == 1`` and for
+        its two-channel form ``[1 - p, p]``.
     """
     check_members(members)
     if members.shape[1] == 1:
-        return (members[:, 0] >= THRESHOLD).long()
+        return (members[:, 0] > THRESHOLD).long()
     return members.argmax(dim=1)

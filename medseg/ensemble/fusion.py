@@ -2,8 +2,10 @@
 
 Data convention: an ensemble is a tensor of members shaped ``(M, C, *spatial)`` (2D or 3D spatial), each
 member a per-voxel probability map in [0, 1]. ``C == 1`` is binary (foreground probability); ``C > 1`` is one
-channel per class, background included. Hard labels: binary ``p >= 0.5`` (the rule of MONAI's
-``AsDiscrete(threshold=0.5)``); multi-class ``argmax`` over channels (ties to the lowest class index).
+channel per class, background included. Hard labels: binary ``p > 0.5`` (``p = 0.5`` is
+background); multi-class ``argmax`` over channels (ties to the lowest class index). The binary rule is the
+multi-class one applied to ``[1 - p, p]``; :func:`medseg.ensemble.probability_to_mask` applies the same rule to
+the fused probability.
 
 References:
     Wolleb et al., "Diffusion Models for Implicit Image Segmentation Ensembles", MIDL 2022 (mean and vote

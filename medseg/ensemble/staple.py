@@ -126,7 +126,7 @@ def staple_with_performance(
 ) -> StapleResult:
     """STAPLE consensus of an ensemble with per-member performance estimates (Warfield et al. 2004).
 
-    Members are first turned into hard labels (``p >= 0.5`` for ``C == 1``, ``argmax`` for ``C > 1``), as
+    Members are first turned into hard labels (``p > 0.5`` for ``C == 1``, ``argmax`` for ``C > 1``), as
     STAPLE models discrete decisions. Runs in float64, vectorised over voxels (a loop over members only);
     with a global prior it iterates over the distinct voxel decision patterns, weighted by their counts.
 
@@ -249,7 +249,7 @@ def staple(
     """STAPLE posterior of each class per voxel (Warfield et al. 2004); see :func:`staple_with_performance`.
 
     Args:
-        members: ``(M, C, *spatial)`` member probabilities; binarised (``>= 0.5``) or argmaxed first.
+        members: ``(M, C, *spatial)`` member probabilities; binarised (``> 0.5``) or argmaxed first.
         max_iterations: most EM iterations.
         tolerance: convergence threshold on the largest change of any confusion entry.
         prior: class prior (``None``: the members' mean class frequency, as SimpleITK).

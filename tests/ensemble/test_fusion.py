@@ -13,9 +13,11 @@ def _binary(*values: list[float]) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32).reshape(len(values), 1, 1, -1)
 
 
-def test_hard_labels_threshold_is_inclusive_and_argmax_for_multiclass() -> None:
+def test_hard_labels_threshold_is_strict_and_argmax_for_multiclass() -> None:
     members = _binary([0.49, 0.5, 0.51, 1.0])
-    assert hard_labels(members).tolist() == [[[0, 1, 1, 1]]]
+    assert hard_labels(members).tolist() == [[[0, 0, 1, 1]]]  # 0.5 is background, as argmax([0.5, 0.5]) = 0
+    two_channel = torch.cat([1 - members, members], dim=1)
+    assert torch.equal(hard_labels(two_channel), hard_labels(members))
     multi = torch.tensor([[[0.2, 0.5], [0.7, 0.25], [0.1, 0.25]]]).reshape(1, 3, 1, 2)
     assert hard_labels(multi).tolist() == [[[1, 0]]]
 
