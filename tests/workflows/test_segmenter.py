@@ -33,8 +33,8 @@ def _oracle_segmenter(**kwargs) -> Segmenter:
         "prediction_type": "sample",
         "lower_percentile": 0.0,
         "upper_percentile": 100.0,  # min-max scaling: the oracle's answer is then known exactly
-        "num_ensemble": 2,
-        "num_inference_steps": 2,
+        "ensemble": 2,
+        "steps": 2,
         "device": "cpu",
     }
     return Segmenter(ThresholdOracle(), **(recipe | kwargs))
