@@ -110,7 +110,9 @@ class KnownRegion(Guidance):
         ValueError: for an unknown mode.
     """
 
-    def __init__(self, known: torch.Tensor, mask: torch.Tensor, mode: str = KnownRegionMode.EVERY_STEP) -> None:
+    def __init__(
+        self, known: torch.Tensor, mask: torch.Tensor, mode: str = KnownRegionMode.EVERY_STEP
+    ) -> None:
         self.known = known
         self.mask = mask
         self.mode = check_option(mode, KnownRegionMode, "known_mode")

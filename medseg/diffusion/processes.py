@@ -163,7 +163,9 @@ class GaussianProcess:
         kwargs: dict[str, Any] = {}
         if eta:
             if not self._takes_eta:
-                raise ValueError(f"eta={eta} was given but {type(self.scheduler).__name__}.step takes no eta.")
+                raise ValueError(
+                    f"eta={eta} was given but {type(self.scheduler).__name__}.step takes no eta."
+                )
             kwargs["eta"] = float(eta)
         steps = [
             self.scheduler.step(output[j : j + 1], int(t), sample[j : j + 1], generator=g, **kwargs)
@@ -204,6 +206,12 @@ class GaussianProcess:
                 0, self.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device
             ).long()
             x_t = self.scheduler.add_noise(x0, noise, time)  # Ho et al. Eq. 4
-            velocity = self.scheduler.get_velocity(x0, noise, time) if kind == PredictionType.V_PREDICTION else None
-        targets = {PredictionType.EPSILON: noise, PredictionType.SAMPLE: x0, PredictionType.V_PREDICTION: velocity}
+            velocity = (
+                self.scheduler.get_velocity(x0, noise, time) if kind == PredictionType.V_PREDICTION else None
+            )
+        targets = {
+            PredictionType.EPSILON: noise,
+            PredictionType.SAMPLE: x0,
+            PredictionType.V_PREDICTION: velocity,
+        }
         return TrainingInputs(x_t, time, targets[kind])

@@ -142,7 +142,9 @@ class EnsembleSampler:
             if anchor is None:
                 raise ValueError("give num_inputs when there is no condition or source tensor.")
             num_inputs = int(anchor.shape[0])
-        device = torch.device(device) if device is not None else anchor.device if anchor is not None else "cpu"
+        device = (
+            torch.device(device) if device is not None else anchor.device if anchor is not None else "cpu"
+        )
         num_items = num_inputs * opts.ensemble
         chunk_size = num_items if opts.max_batch is None else int(opts.max_batch)
         gens = member_generators(num_inputs, opts.ensemble, device, seed=opts.seed, generator=generator)

@@ -62,7 +62,9 @@ def member_generators(
     """
     gens: list[torch.Generator] = []
     for value in image_seeds(num_images, seed, generator):
-        member_seeds = torch.randint(0, SEED_HIGH, (num_members,), generator=torch.Generator().manual_seed(value))
+        member_seeds = torch.randint(
+            0, SEED_HIGH, (num_members,), generator=torch.Generator().manual_seed(value)
+        )
         gens.extend(torch.Generator(device=device).manual_seed(int(s)) for s in member_seeds)
     return gens
 
@@ -74,4 +76,6 @@ def per_member_randn(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """``(len(generators), *shape)`` standard normal noise, row i drawn from ``generators[i]``."""
-    return torch.stack([torch.randn(tuple(shape), generator=g, device=device, dtype=dtype) for g in generators])
+    return torch.stack(
+        [torch.randn(tuple(shape), generator=g, device=device, dtype=dtype) for g in generators]
+    )

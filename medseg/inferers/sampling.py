@@ -102,13 +102,20 @@ def sample_ensemble(
         raise ValueError("known and known_mask must be given together.")
     codec = MaskCodec(num_channels)
     guidance = [] if known is None else [KnownRegion(known, known_mask, known_mode)]
-    sampler = EnsembleSampler(as_process(scheduler, noise_conditioning), guidance, options or SamplingOptions())
+    sampler = EnsembleSampler(
+        as_process(scheduler, noise_conditioning), guidance, options or SamplingOptions()
+    )
     model = ImageConditionedModel(network)
     with torch.no_grad():
         condition = model.condition(image)
     out = sampler.sample(
-        model, condition, (num_channels, *image.shape[2:]), num_inputs=image.shape[0], generator=generator,
-        device=image.device, **overrides,
+        model,
+        condition,
+        (num_channels, *image.shape[2:]),
+        num_inputs=image.shape[0],
+        generator=generator,
+        device=image.device,
+        **overrides,
     )
     return EnsembleSample(
         members=codec.decode(out.samples, channel_dim=2),

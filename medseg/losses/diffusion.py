@@ -7,9 +7,9 @@ the loss counts only the masked pixels.
 
 from __future__ import annotations
 
-import torch
 from typing import NamedTuple
 
+import torch
 from monai.utils import StrEnum
 from torch import nn
 

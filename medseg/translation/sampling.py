@@ -89,7 +89,13 @@ def translate(
         image = fill_region_with_noise(image, mask, opts.seed)
         known, known_mask = image, 1.0 - mask
     result = sample_ensemble(
-        network, image, scheduler, channels, opts, known=known, known_mask=known_mask,
+        network,
+        image,
+        scheduler,
+        channels,
+        opts,
+        known=known,
+        known_mask=known_mask,
         noise_conditioning=noise_conditioning,
     )
     return result.x0.clamp(-1, 1)

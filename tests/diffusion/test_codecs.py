@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medseg.inferers import MaskCodec
+from medseg.diffusion import MaskCodec
 
 
 def test_binary_encode_maps_background_and_foreground_to_minus_and_plus_one() -> None:

@@ -1,17 +1,13 @@
-"""Engine extensions for Palette: continuous noise levels, image targets and loss masks in the prepare-batch."""
+"""Continuous noise levels: drawn between schedule levels for training, the sampling schedule's for sampling."""
 
 from __future__ import annotations
 
 import torch
 
+from medseg.diffusion import GaussianProcess, make_scheduler, sample_noise_levels
 from medseg.engines import ConditionalDiffusionPrepareBatch
-from medseg.engines.prepare_batch import MaskedTarget
-from medseg.inferers import (
-    ConditionalDiffusionInferer,
-    NoiseLevelAdapter,
-    make_scheduler,
-    sample_noise_levels,
-)
+from medseg.inferers import ConditionalDiffusionInferer
+from medseg.losses import MaskedTarget
 
 
 def test_noise_levels_lie_between_neighbouring_schedule_levels() -> None:
@@ -60,10 +56,12 @@ def test_sampling_passes_the_sampling_schedules_noise_levels() -> None:
     sampling = make_scheduler("ddim", num_train_timesteps=30, beta_start=1e-3, beta_end=0.3)
     net = _Recorder()
     inferer = ConditionalDiffusionInferer(sampling, noise_conditioning="noise_level")
-    inferer.sample(net, torch.zeros(2, 1, 4, 4), num_inference_steps=5, seed=0)
+    inferer.sample(net, torch.zeros(2, 1, 4, 4), steps=5, seed=0)
     expected = [float(sampling.alphas_cumprod[int(t)].sqrt()) for t in sampling.timesteps]
     assert [round(float(s[0]), 6) for s in net.seen] == [round(e, 6) for e in expected]
-    adapter = NoiseLevelAdapter(net, sampling)
-    torch.testing.assert_close(
-        adapter.noise_level(torch.tensor([0, 29])), sampling.alphas_cumprod[[0, 29]].sqrt()
-    )
+    process = GaussianProcess(sampling, noise_conditioning="noise_level")
+    for t in (0, 29):
+        torch.testing.assert_close(
+            process.model_time(t, 2, "cpu"), sampling.alphas_cumprod[t].sqrt().expand(2)
+        )
+    assert GaussianProcess(sampling).model_time(29, 2, "cpu").tolist() == [29, 29]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medseg.inferers import make_scheduler, sample_ensemble
+from medseg.diffusion import make_scheduler
+from medseg.inferers import sample_ensemble
 from medseg.networks import MedSegDiffUNet, SegDiffUNet
 
 
@@ -36,7 +37,7 @@ def test_segdiff_condition_cache_matches_uncached_sampling() -> None:
     ).eval()
     image = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
     scheduler = make_scheduler("ddim", num_train_timesteps=100, beta_start=1e-3, beta_end=0.2)
-    kwargs = {"num_members": 3, "num_inference_steps": 3, "max_batch": 4, "seed": 0}
+    kwargs = {"ensemble": 3, "steps": 3, "max_batch": 4, "seed": 0}
     cached = sample_ensemble(net, image, scheduler, **kwargs)
     uncached = sample_ensemble(HideEncoder(net), image, scheduler, **kwargs)
     assert cached.condition_evaluations == 2 and uncached.condition_evaluations == 0
@@ -54,8 +55,8 @@ def test_medsegdiff_3d_sampling_shapes() -> None:
         torch.rand(1, 1, 8, 8, 8),
         scheduler,
         num_channels=2,
-        num_members=2,
-        num_inference_steps=2,
+        ensemble=2,
+        steps=2,
         seed=0,
     )
     assert result.members.shape == (1, 2, 2, 8, 8, 8)

@@ -9,12 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from medseg.inferers import (
-    ConditionalDiffusionInferer,
-    KnownRegionMode,
-    make_scheduler,
-    sample_ensemble,
-)
+from medseg.diffusion import KnownRegionMode, SamplingOptions, make_scheduler
+from medseg.inferers import ConditionalDiffusionInferer, EnsembleSegmentationInferer, sample_ensemble
 
 _HIGH = 2**62
 
@@ -109,7 +105,7 @@ def test_ddim_golden_three_steps() -> None:
     """DDIM (eta=0, T=10, K=3) re-derived from Song et al. Eq. 12 on the grid [9, 4, 0]."""
     image = torch.linspace(-1, 1, 2 * 1 * 3 * 4).reshape(2, 1, 3, 4)
     scheduler = make_scheduler("ddim", num_train_timesteps=10)
-    result = sample_ensemble(LinearEps(), image, scheduler, num_members=2, num_inference_steps=3, seed=7)
+    result = sample_ensemble(LinearEps(), image, scheduler, ensemble=2, steps=3, seed=7)
     _, abar = _schedule(scheduler)
     net = LinearEps()
     for b in range(2):
@@ -133,7 +129,9 @@ def test_ddpm_golden_full_chain() -> None:
     """Ancestral DDPM (T=K=4, fixed_small) with per-step noise, re-derived from Ho et al. Eqs. 6-7 and 15."""
     image = torch.rand(1, 1, 2, 3, generator=torch.Generator().manual_seed(1))
     scheduler = make_scheduler("ddpm", num_train_timesteps=4)
-    result = sample_ensemble(LinearEps(), image, scheduler, num_members=3, seed=11)
+    result = sample_ensemble(
+        LinearEps(), image, scheduler, options=SamplingOptions(ensemble=3, steps=None, seed=11)
+    )
     betas, abar = _schedule(scheduler)
     net = LinearEps()
     for m in range(3):
@@ -168,13 +166,13 @@ def test_same_seed_same_members_whatever_the_chunking(sampler: str, eta: float) 
     net = TinyConv().eval()
     image = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     scheduler = make_scheduler(sampler, num_train_timesteps=6)
-    kwargs = {"num_members": 4, "eta": eta, "seed": 123}
-    whole = sample_ensemble(net, image, scheduler, max_batch=None, **kwargs)
-    single = sample_ensemble(net, image, scheduler, max_batch=1, **kwargs)
-    odd = sample_ensemble(net, image, scheduler, max_batch=5, **kwargs)
+    options = SamplingOptions(ensemble=4, steps=None, eta=eta, seed=123)
+    whole = sample_ensemble(net, image, scheduler, options=options)
+    single = sample_ensemble(net, image, scheduler, options=options, max_batch=1)
+    odd = sample_ensemble(net, image, scheduler, options=options, max_batch=5)
     torch.testing.assert_close(single.x0, whole.x0, atol=1e-6, rtol=0)
     torch.testing.assert_close(odd.x0, whole.x0, atol=1e-6, rtol=0)
-    other_seed = sample_ensemble(net, image, scheduler, max_batch=None, num_members=4, eta=eta, seed=124)
+    other_seed = sample_ensemble(net, image, scheduler, options=options, seed=124)
     assert not torch.allclose(other_seed.x0, whole.x0)
     # members of one image differ from each other (independent noise)
     assert not torch.allclose(whole.x0[0, 0], whole.x0[0, 1])
@@ -184,17 +182,16 @@ def test_image_members_do_not_depend_on_batch_composition() -> None:
     net = TinyConv().eval()
     image = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(2))
     scheduler = make_scheduler("ddpm", num_train_timesteps=5)
-    pair = sample_ensemble(net, image, scheduler, num_members=2, seed=[10, 20])
-    alone = sample_ensemble(net, image[1:], scheduler, num_members=2, seed=[20])
+    options = SamplingOptions(ensemble=2, steps=None)
+    pair = sample_ensemble(net, image, scheduler, options=options, seed=[10, 20])
+    alone = sample_ensemble(net, image[1:], scheduler, options=options, seed=[20])
     torch.testing.assert_close(alone.x0[0], pair.x0[1], atol=1e-6, rtol=0)
 
 
 def test_evaluation_counts_and_output_shapes() -> None:
     image = torch.rand(2, 1, 5, 7)
     scheduler = make_scheduler("ddim", num_train_timesteps=20)
-    result = sample_ensemble(
-        LinearEps(), image, scheduler, num_members=3, num_inference_steps=4, max_batch=4, seed=0
-    )
+    result = sample_ensemble(LinearEps(), image, scheduler, ensemble=3, steps=4, max_batch=4, seed=0)
     assert result.members.shape == (2, 3, 1, 5, 7)
     assert result.network_evaluations == 2 * 3 * 4
     assert result.network_calls == 4 * math.ceil(6 / 4)
@@ -206,13 +203,11 @@ def test_condition_encoded_once_and_identical_to_uncached() -> None:
     net = CachedCondition().eval()
     image = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(4))
     scheduler = make_scheduler("ddim", num_train_timesteps=10)
-    cached = sample_ensemble(net, image, scheduler, num_members=3, num_inference_steps=5, max_batch=4, seed=1)
+    cached = sample_ensemble(net, image, scheduler, ensemble=3, steps=5, max_batch=4, seed=1)
     assert net.encode_calls == 1
     assert cached.condition_evaluations == 2
     net.encode_calls = 0
-    plain = sample_ensemble(
-        Plain(net), image, scheduler, num_members=3, num_inference_steps=5, max_batch=4, seed=1
-    )
+    plain = sample_ensemble(Plain(net), image, scheduler, ensemble=3, steps=5, max_batch=4, seed=1)
     assert net.encode_calls == 5 * 2  # once per step and chunk without the cache
     torch.testing.assert_close(cached.x0, plain.x0, atol=1e-5, rtol=1e-5)
 
@@ -241,8 +236,8 @@ def test_known_region_is_kept(mode: str) -> None:
         net,
         image,
         scheduler,
-        num_members=2,
-        num_inference_steps=4,
+        ensemble=2,
+        steps=4,
         seed=0,
         known=known,
         known_mask=known_mask,
@@ -260,22 +255,31 @@ def test_known_region_is_kept(mode: str) -> None:
 
 def test_progress_bar_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     scheduler = make_scheduler("ddim", num_train_timesteps=10)
-    sample_ensemble(LinearEps(), torch.rand(1, 1, 3, 3), scheduler, num_inference_steps=3, progress=False)
+    sample_ensemble(LinearEps(), torch.rand(1, 1, 3, 3), scheduler, steps=3, progress=False)
     assert capsys.readouterr().err == ""
-    sample_ensemble(LinearEps(), torch.rand(1, 1, 3, 3), scheduler, num_inference_steps=3, progress=True)
+    sample_ensemble(LinearEps(), torch.rand(1, 1, 3, 3), scheduler, steps=3, progress=True)
     assert "diffusion sampling" in capsys.readouterr().err
 
 
 def test_invalid_arguments_raise_readable_errors() -> None:
     image = torch.rand(1, 1, 3, 3)
     with pytest.raises(ValueError, match="takes no eta"):
-        sample_ensemble(LinearEps(), image, make_scheduler("ddpm", num_train_timesteps=5), eta=0.5)
-    with pytest.raises(ValueError, match="num_members"):
-        sample_ensemble(LinearEps(), image, make_scheduler("ddim", num_train_timesteps=5), num_members=0)
+        sample_ensemble(LinearEps(), image, make_scheduler("ddpm", num_train_timesteps=5), steps=5, eta=0.5)
+    with pytest.raises(ValueError, match="ensemble"):
+        sample_ensemble(LinearEps(), image, make_scheduler("ddim", num_train_timesteps=5), ensemble=0)
+    with pytest.raises(ValueError, match="steps"):
+        sample_ensemble(LinearEps(), image, make_scheduler("ddim", num_train_timesteps=5), steps=0)
     with pytest.raises(ValueError, match="known_mode"):
         sample_ensemble(
-            LinearEps(), image, make_scheduler("ddim", num_train_timesteps=5), known_mode="sometimes"
+            LinearEps(),
+            image,
+            make_scheduler("ddim", num_train_timesteps=5),
+            known=image,
+            known_mask=image,
+            known_mode="sometimes",
         )
+    with pytest.raises(TypeError, match="num_members"):
+        sample_ensemble(LinearEps(), image, make_scheduler("ddim", num_train_timesteps=5), num_members=2)
     with pytest.raises(ValueError, match="together"):
         sample_ensemble(LinearEps(), image, make_scheduler("ddim", num_train_timesteps=5), known=image)
     with pytest.raises(ValueError, match="sampler"):
@@ -286,7 +290,7 @@ def test_invalid_arguments_raise_readable_errors() -> None:
 
 def test_inferer_sample_uses_its_defaults_and_predicts_for_training() -> None:
     scheduler = make_scheduler("ddim", num_train_timesteps=10)
-    inferer = ConditionalDiffusionInferer(scheduler, num_members=3, num_inference_steps=2)
+    inferer = ConditionalDiffusionInferer(scheduler, ensemble=3, steps=2)
     image = torch.rand(2, 1, 4, 4)
     result = inferer.sample(LinearEps(), image, seed=0)
     assert result.members.shape == (2, 3, 1, 4, 4)
@@ -301,27 +305,27 @@ def test_inferer_sample_uses_its_defaults_and_predicts_for_training() -> None:
 def test_multiclass_members_are_distributions() -> None:
     scheduler = make_scheduler("ddim", num_train_timesteps=10)
     net = TinyConv(out_ch=3).eval()
-    result = sample_ensemble(net, torch.rand(1, 1, 5, 5), scheduler, num_channels=3, num_members=2, seed=0)
+    result = sample_ensemble(
+        net, torch.rand(1, 1, 5, 5), scheduler, num_channels=3, ensemble=2, steps=3, seed=0
+    )
     assert result.members.shape == (1, 2, 3, 5, 5)
     torch.testing.assert_close(result.members.sum(dim=2), torch.ones(1, 2, 5, 5))
 
 
 def test_schedule_that_never_reaches_noise_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING", logger="medseg.inferers.schedulers"):
+    with caplog.at_level("WARNING", logger="medseg.diffusion.schedulers"):
         make_scheduler("ddpm", num_train_timesteps=100)
     assert "alpha_bar_T" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="medseg.inferers.schedulers"):
+    with caplog.at_level("WARNING", logger="medseg.diffusion.schedulers"):
         make_scheduler("ddim", num_train_timesteps=100, beta_start=1e-3, beta_end=0.2)
         make_scheduler("ddim", num_train_timesteps=1000)
     assert caplog.text == ""
 
 
 def test_ensemble_segmentation_inferer_returns_mean_probability_for_evaluators() -> None:
-    from medseg.inferers import EnsembleSegmentationInferer
-
     scheduler = make_scheduler("ddim", num_train_timesteps=10, prediction_type="sample")
-    inferer = EnsembleSegmentationInferer(scheduler, num_members=3, num_inference_steps=2, seed=0)
+    inferer = EnsembleSegmentationInferer(scheduler, ensemble=3, steps=2, seed=0)
 
     class Half(nn.Module):
         def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:

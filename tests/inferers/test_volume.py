@@ -7,7 +7,15 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medseg.inferers import make_scheduler, slicewise_inference, sliding_window_ensemble_inference
+from medseg.diffusion import MaskCodec, SamplingOptions, make_scheduler
+from medseg.ensemble import fuse, uncertainty_maps
+from medseg.inferers import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
+
+
+def _fused(result: VolumeMembers, num_channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean probability ``(C, X, Y, Z)`` and label map ``(1, X, Y, Z)`` of the members."""
+    probability = fuse(result.members, "mean")
+    return probability, MaskCodec(num_channels).to_mask(probability[None])[0]
 
 
 class ThresholdOracle(nn.Module):
@@ -60,37 +68,35 @@ def test_slicewise_recovers_known_mask_along_each_axis(axis: int) -> None:
         net,
         volume,
         _oracle_scheduler(),
-        num_members=3,
-        num_inference_steps=3,
+        ensemble=3,
+        steps=3,
         axis=axis,
         slice_batch_size=4,
-        return_members=True,
     )
     expected = (volume > 0.5).float()
-    assert result.probability.shape == (1, 9, 10, 7)
-    torch.testing.assert_close(result.probability, expected)
-    assert torch.equal(result.mask, expected.to(torch.uint8))
-    assert result.members is not None and result.members.shape == (3, 1, 9, 10, 7)
-    assert set(result.uncertainty) >= {"variance", "predictive_entropy", "mutual_information"}
-    assert result.uncertainty["variance"].shape == (1, 9, 10, 7)
-    assert float(result.uncertainty["variance"].abs().max()) < 1e-6  # identical members
+    probability, mask = _fused(result)
+    assert probability.shape == (1, 9, 10, 7)
+    torch.testing.assert_close(probability, expected)
+    assert torch.equal(mask, expected.to(torch.uint8))
+    assert result.members.shape == (3, 1, 9, 10, 7)
+    uncertainty = uncertainty_maps(result.members)
+    assert uncertainty["variance"].shape == (1, 9, 10, 7)
+    assert float(uncertainty["variance"].abs().max()) < 1e-6  # identical members
     spatial = [s for i, s in enumerate((9, 10, 7)) if i != axis]
     assert all(shape[2:] == tuple(spatial) for shape in net.shapes)
     n_slices = (9, 10, 7)[axis]
     assert result.network_evaluations == n_slices * 3 * 3
 
 
-def test_slicewise_multiclass_and_geometry_kept() -> None:
-    affine = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0]))
-    volume = MetaTensor(_volume((1, 6, 5, 4), seed=1), affine=affine)
+def test_slicewise_multiclass_on_the_input_grid() -> None:
+    volume = MetaTensor(_volume((1, 6, 5, 4), seed=1), affine=torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0])))
     result = slicewise_inference(
-        ClassOracle(), volume, _oracle_scheduler(), num_channels=3, num_members=2, num_inference_steps=2
+        ClassOracle(), volume, _oracle_scheduler(), num_channels=3, ensemble=2, steps=2
     )
     expected = (volume.as_tensor() * 3).floor().clamp(0, 2).to(torch.uint8)
-    assert result.probability.shape == (3, 6, 5, 4)
-    assert torch.equal(result.mask.as_tensor(), expected)
-    assert isinstance(result.mask, MetaTensor)
-    torch.testing.assert_close(result.mask.affine, affine.double(), check_dtype=False)
+    probability, mask = _fused(result, num_channels=3)
+    assert probability.shape == (3, 6, 5, 4)
+    assert torch.equal(torch.as_tensor(mask), expected)
 
 
 def test_slicewise_result_does_not_depend_on_slice_batching() -> None:
@@ -105,19 +111,9 @@ def test_slicewise_result_does_not_depend_on_slice_batching() -> None:
 
     volume = _volume((1, 6, 6, 5), seed=2)
     scheduler = make_scheduler("ddpm", num_train_timesteps=4)
-    a = slicewise_inference(
-        Net2d(), volume, scheduler, num_members=2, slice_batch_size=1, seed=3, return_members=True
-    )
-    b = slicewise_inference(
-        Net2d(),
-        volume,
-        scheduler,
-        num_members=2,
-        slice_batch_size=5,
-        max_batch=3,
-        seed=3,
-        return_members=True,
-    )
+    every_step = SamplingOptions(ensemble=2, steps=None, seed=3)
+    a = slicewise_inference(Net2d(), volume, scheduler, options=every_step, slice_batch_size=1)
+    b = slicewise_inference(Net2d(), volume, scheduler, options=every_step, slice_batch_size=5, max_batch=3)
     torch.testing.assert_close(a.members, b.members, atol=1e-6, rtol=0)
 
 
@@ -130,14 +126,15 @@ def test_sliding_window_recovers_known_mask_with_non_multiple_sizes(shape: tuple
         volume,
         _oracle_scheduler(),
         roi_size=(8, 8, 8),
-        num_members=2,
-        num_inference_steps=2,
+        ensemble=2,
+        steps=2,
         overlap=0.25,
         sw_batch_size=2,
     )
-    assert result.probability.shape == shape
-    torch.testing.assert_close(result.probability, (volume > 0.5).float(), atol=1e-5, rtol=0)
-    assert torch.equal(result.mask, (volume > 0.5).to(torch.uint8))
+    probability, mask = _fused(result)
+    assert probability.shape == shape
+    torch.testing.assert_close(probability, (volume > 0.5).float(), atol=1e-5, rtol=0)
+    assert torch.equal(mask, (volume > 0.5).to(torch.uint8))
     assert all(s[2:] == (8, 8, 8) for s in net.shapes)
     assert result.network_evaluations > 0
 
@@ -145,7 +142,7 @@ def test_sliding_window_recovers_known_mask_with_non_multiple_sizes(shape: tuple
 def test_sliding_window_seeded_per_window_not_per_batch() -> None:
     volume = _volume((1, 10, 10, 10), seed=5)
     scheduler = make_scheduler("ddim", num_train_timesteps=6)
-    kwargs = {"roi_size": 6, "num_members": 2, "eta": 0.5, "seed": 9, "return_members": True}
+    kwargs = {"roi_size": 6, "options": SamplingOptions(ensemble=2, steps=None, eta=0.5, seed=9)}
     a = sliding_window_ensemble_inference(TinyConv3d(), volume, scheduler, sw_batch_size=1, **kwargs)
     b = sliding_window_ensemble_inference(
         TinyConv3d(), volume, scheduler, sw_batch_size=3, max_batch=4, **kwargs
@@ -177,28 +174,24 @@ def test_slicewise_pads_slices_and_crops_outputs_back(
     affine = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0]))
     volume = MetaTensor(_volume((1, 13, 21, 5), seed=6), affine=affine)
     with pytest.raises(RuntimeError, match="multiple of 8"):
-        slicewise_inference(
-            MultipleOf8Oracle(), volume, _oracle_scheduler(), num_inference_steps=1, axis=axis
-        )
+        slicewise_inference(MultipleOf8Oracle(), volume, _oracle_scheduler(), steps=1, axis=axis)
     net = MultipleOf8Oracle()
     result = slicewise_inference(
         net,
         volume,
         _oracle_scheduler(),
-        num_members=2,
-        num_inference_steps=2,
+        ensemble=2,
+        steps=2,
         axis=axis,
-        return_members=True,
         divisible_by=divisible_by,
     )
     assert net.shapes and all(shape[2:] == padded for shape in net.shapes)
     expected = (volume.as_tensor() > 0.5).float()  # a misplaced crop would shift the mask
-    assert result.probability.shape == (1, 13, 21, 5)
-    torch.testing.assert_close(result.probability.as_tensor(), expected)
-    assert torch.equal(result.mask.as_tensor(), expected.to(torch.uint8))
-    assert result.members is not None and result.members.shape == (2, 1, 13, 21, 5)
-    assert all(v.shape == (1, 13, 21, 5) for v in result.uncertainty.values())
-    torch.testing.assert_close(result.mask.affine, affine.double(), check_dtype=False)
+    probability, mask = _fused(result)
+    assert probability.shape == (1, 13, 21, 5)
+    torch.testing.assert_close(torch.as_tensor(probability), expected)
+    assert torch.equal(torch.as_tensor(mask), expected.to(torch.uint8))
+    assert result.members.shape == (2, 1, 13, 21, 5)
 
 
 def test_slicewise_padding_leaves_a_divisible_volume_unchanged() -> None:
@@ -211,12 +204,11 @@ def test_slicewise_padding_leaves_a_divisible_volume_unchanged() -> None:
 
     volume = _volume((1, 16, 8, 3), seed=7)
     scheduler = make_scheduler("ddim", num_train_timesteps=4)
-    kwargs = {"num_members": 2, "eta": 0.5, "seed": 1, "return_members": True}
+    kwargs = {"options": SamplingOptions(ensemble=2, steps=None, eta=0.5, seed=1)}
     plain = slicewise_inference(Net2d(), volume, scheduler, **kwargs)
     for divisible_by in (8, (4, 8), 1):
         padded = slicewise_inference(Net2d(), volume, scheduler, divisible_by=divisible_by, **kwargs)
         assert torch.equal(padded.members, plain.members)
-        assert torch.equal(padded.probability, plain.probability)
 
 
 @pytest.mark.parametrize("divisible_by", [0, (8, 8, 8), (8, -1)])
