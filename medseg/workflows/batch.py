@@ -1,35 +1,70 @@
 """Segmenting many cases to files: input discovery, safe output names, per-case outputs, a summary.
 
-One failing case never stops a batch: its error is recorded in the summary and the others go on.
+One failing case never stops a batch: its error is recorded in the summary and the others go on. Each case
+folder appears whole or not at all: its files are written into a hidden staging folder next to it, which is
+renamed into place when every file is written, so a killed run leaves no half-written case (and the next run
+removes the stale staging folder). A case folder that already holds outputs is kept (reported as ``kept``)
+unless ``overwrite``. ``summary.json`` is written after every run, also when it is interrupted, and merges
+with the summary of earlier runs of the same folder. A lock file (``.medseg.lock``) refuses a second run on
+the same output folder while one is running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
 from medseg.data import MedsegDataError, atomic_write, check_pair, load_datalist, load_image, save_image
+from medseg.data.writers import current_umask
 from medseg.workflows.segmenter import SegmentationResult, Segmenter
 
-__all__ = ["CaseOutcome", "collect_cases", "safe_case_name", "segment_files", "write_result"]
+__all__ = [
+    "LOCK_NAME",
+    "CaseOutcome",
+    "collect_cases",
+    "output_lock",
+    "safe_case_name",
+    "segment_files",
+    "write_result",
+]
 
 logger = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npy")
+_MODALITY_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net channel files: case_0000, case_0001, ...
+LOCK_NAME = ".medseg.lock"
+"""Name of the lock file that :func:`segment_files` holds in its output folder while it runs."""
+_STAGING = ".partial"
+_RETIRED = ".old"
 
 
 @dataclass
 class CaseOutcome:
-    """What happened to one case of a batch."""
+    """What happened to one case of a batch.
+
+    Attributes:
+        name: the case folder's name under the output folder.
+        image: the input image path (several paths joined by ``", "`` for a multi-channel case).
+        ok: the case folder holds this case's outputs (segmented now, or kept from an earlier run).
+        error: the reason of a failure, one line.
+        outputs: written paths by kind (``mask``, ``probability``, uncertainty maps, ``overlay``, ``metrics``).
+        metrics: the case's metrics when it had a label.
+        kept: the outputs existed and were kept (no ``overwrite``); the case was not segmented again.
+    """
 
     name: str
     image: str
@@ -37,20 +72,28 @@ class CaseOutcome:
     error: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
+    kept: bool = False
 
 
-def safe_case_name(path: str | os.PathLike) -> str:
-    """A file-system-safe case name from an input path: no folders, no leading dots, no odd characters."""
-    name = Path(path).name
+def safe_case_name(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+    """A file-system-safe case name from an input path: no folders, no leading dots, no odd characters.
+
+    For several files of one case (nnU-Net channels ``case_0000``, ``case_0001``), the name of the first
+    without its channel suffix.
+    """
+    several = isinstance(path, (list, tuple))
+    name = Path(path[0] if several and path else path if not several else "case").name
     for suffix in (*_IMAGE_SUFFIXES, ".dcm"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
+    if several:
+        name = _MODALITY_SUFFIX.sub("", name)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
     return name[:120]
 
 
-def collect_cases(source: str | os.PathLike, datalist_key: str = "test") -> list[dict[str, str]]:
+def collect_cases(source: str | os.PathLike, datalist_key: str = "test") -> list[dict[str, Any]]:
     """Cases of an input: an image file, a DICOM series folder, a folder of images, or a datalist.
 
     Args:
@@ -59,10 +102,12 @@ def collect_cases(source: str | os.PathLike, datalist_key: str = "test") -> list
         datalist_key: list of a datalist to take (``training``, ``validation``, ``test``).
 
     Returns:
-        dicts with ``image`` and, where known, ``label``.
+        dicts with ``image`` (a path, or a list of paths for the channels of one case) and, where known,
+        ``label``.
 
     Raises:
-        MedsegDataError: if the input does not exist or holds nothing to segment.
+        MedsegDataError: if the input does not exist or holds nothing to segment, or for an unknown
+            ``datalist_key``.
     """
     src = Path(source)
     if not src.exists():
@@ -78,15 +123,49 @@ def collect_cases(source: str | os.PathLike, datalist_key: str = "test") -> list
     return [{"image": str(src)}]  # a single file or a DICOM series folder; load_image checks it
 
 
-def _unique_names(cases: list[dict[str, str]]) -> list[str]:
+def _image_text(image: Any) -> str:
+    return ", ".join(map(str, image)) if isinstance(image, (list, tuple)) else str(image)
+
+
+def _unique_names(cases: list[dict[str, Any]]) -> list[str]:
     names: list[str] = []
     for case in cases:
-        base = safe_case_name(case["image"])
+        base = safe_case_name(case.get("image") or "case")
         name, k = base, 2
         while name in names:
             name, k = f"{base}_{k}", k + 1
         names.append(name)
     return names
+
+
+def _load_case_image(image: Any) -> MetaTensor:
+    """One image path, or several (the channels of one case, on one grid) stacked as channels."""
+    if not isinstance(image, (list, tuple)):
+        if not isinstance(image, (str, os.PathLike)):
+            raise MedsegDataError(f"case image {image!r}: expected a file path or a list of paths")
+        return load_image(image)
+    if not image:
+        raise MedsegDataError("case with an empty image list")
+    channels = [load_image(path) for path in image]
+    first = channels[0]
+    for other in channels[1:]:
+        if other.ndim != first.ndim:
+            raise MedsegDataError(
+                f"{other.meta['filename_or_obj']}: {other.ndim - 1}D, while {image[0]} of the same case is "
+                f"{first.ndim - 1}D"
+            )
+        check_pair(first, other)
+    stacked = torch.cat([c.as_tensor() for c in channels], dim=0)
+    return MetaTensor(stacked, affine=first.affine, meta=dict(first.meta))
+
+
+def _check_channels(image: MetaTensor, segmenter: Segmenter, source: Any) -> None:
+    expected = getattr(getattr(segmenter, "network", None), "in_channels", None)
+    if isinstance(expected, int) and image.shape[0] != expected:
+        raise MedsegDataError(
+            f"{_image_text(source)}: {image.shape[0]} image channel(s), but the network of this bundle takes "
+            f"{expected}"
+        )
 
 
 def write_result(
@@ -139,6 +218,120 @@ def write_result(
     return {k: str(v) for k, v in outputs.items()}, metrics
 
 
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder/.medseg.lock`` exclusively (``flock``; released by the kernel if the process dies).
+
+    Raises:
+        MedsegDataError: if another process holds it, or the lock file cannot be created.
+    """
+    path = Path(folder) / LOCK_NAME
+    try:
+        handle = open(path, "a+")  # held open for the whole run
+    except OSError as err:
+        raise MedsegDataError(f"{path}: cannot create the lock file: {err.strerror or err}") from err
+    try:
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: runs are not serialised
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip() or "unknown"
+                raise MedsegDataError(
+                    f"{folder}: another medseg run (pid {owner}) is writing to this folder; wait for it to end "
+                    "or choose another output folder"
+                ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield path
+    finally:
+        handle.close()
+
+
+def _remove_stale(out: Path) -> None:
+    """Staging folders and temporary files that a killed run left (hidden names of this module only)."""
+    for entry in out.iterdir():
+        name = entry.name
+        if not name.startswith("."):
+            continue
+        if entry.is_dir() and (_STAGING in name or _RETIRED in name):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file() and name.startswith(".summary.json.") and ".tmp" in name:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _has_outputs(folder: Path) -> bool:
+    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
+
+
+def _kept_outcome(name: str, image: Any, folder: Path, previous: dict[str, Any] | None) -> CaseOutcome:
+    """A case whose outputs exist: ok, with the outputs and metrics of the earlier run."""
+    outputs = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            kind = path.name.removesuffix(".nii.gz").removesuffix(".png").removesuffix(".json")
+            outputs[kind] = str(path)
+    metrics = (previous or {}).get("metrics")
+    if metrics is None and (folder / "metrics.json").is_file():
+        with contextlib.suppress(OSError, ValueError):
+            metrics = json.loads((folder / "metrics.json").read_text())
+    return CaseOutcome(name, _image_text(image), True, outputs=outputs, metrics=metrics, kept=True)
+
+
+def _staging_folder(out: Path, name: str) -> Path:
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=_STAGING, dir=out))
+    os.chmod(stage, 0o777 & ~current_umask())
+    return stage
+
+
+def _publish(stage: Path, folder: Path) -> None:
+    """Move a complete staging folder to ``folder``, replacing what is there."""
+    retired = None
+    if folder.is_dir():
+        retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=_RETIRED, dir=folder.parent))
+        os.replace(folder, retired / folder.name)
+    elif folder.exists():
+        folder.unlink()
+    os.replace(stage, folder)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    if isinstance(err, (MedsegDataError, FileNotFoundError)) and lines:
+        return lines[0]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _segment_case(
+    segmenter: Segmenter, case: dict[str, Any], name: str, out: Path, sampling: dict[str, Any]
+) -> CaseOutcome:
+    folder = out / name
+    stage = _staging_folder(out, name)
+    try:
+        image = _load_case_image(case.get("image"))
+        _check_channels(image, segmenter, case.get("image"))
+        result = segmenter(image, keep_members=False, **sampling)
+        label = None
+        if case.get("label"):
+            label = load_image(case["label"], ndim=result.image.ndim - 1)
+            check_pair(result.image, label)
+        paths, metrics = write_result(result, stage, overwrite=True, label=label)
+        _publish(stage, folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    outputs = {kind: str(folder / Path(path).name) for kind, path in paths.items()}
+    return CaseOutcome(name, _image_text(case.get("image")), True, outputs=outputs, metrics=metrics)
+
+
 def segment_files(
     segmenter: Segmenter,
     source: str | os.PathLike,
@@ -146,43 +339,82 @@ def segment_files(
     datalist_key: str = "test",
     overwrite: bool = False,
     progress: bool = True,
+    report: Callable[[CaseOutcome], None] | None = None,
     **sampling: Any,
 ) -> list[CaseOutcome]:
     """Segment every case of ``source`` into ``output_dir/<case>/`` and write ``output_dir/summary.json``.
 
+    Every case is tried: a failure is recorded (and logged, or passed to ``report``) and the batch goes on.
+    ``summary.json`` merges this run into the summary of earlier runs of the folder, and is written even when
+    the run is interrupted (``KeyboardInterrupt``), with the cases done so far.
+
     Args:
         segmenter: the model and its recipe.
         source: see :func:`collect_cases`.
-        output_dir: where case folders and the summary go.
+        output_dir: where case folders and the summary go (created when the cases are found).
         datalist_key: list of a datalist to segment.
-        overwrite: replace existing outputs (otherwise a case with outputs already there fails).
+        overwrite: replace existing outputs (otherwise a case whose folder holds outputs is kept as it is and
+            reported ``ok`` with ``kept=True``).
         progress: a progress bar over cases.
+        report: called with each case's outcome as soon as it is known (the CLI prints it); when None, failures
+            are logged as warnings.
         sampling: passed to the segmenter (``ensemble``, ``steps``, ``sampler``, ``fusion``, ``seed``).
 
     Returns:
         one :class:`CaseOutcome` per case, in input order.
+
+    Raises:
+        MedsegDataError: if the input holds no case, the output folder cannot be created or written, or
+            another run holds its lock.
     """
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cases = collect_cases(source, datalist_key)
-    outcomes = []
-    for case, name in tqdm(list(zip(cases, _unique_names(cases))), desc="cases", disable=not progress):
-        folder = out / name
+    if out.exists() and not out.is_dir():
+        raise MedsegDataError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MedsegDataError(f"{out}: cannot create the output folder: {err.strerror or err}") from err
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise MedsegDataError(f"{out}: the output folder is not writable")
+    outcomes: list[CaseOutcome] = []
+    with output_lock(out):
+        _remove_stale(out)
+        previous = _read_summary(out / "summary.json")
         try:
-            if folder.exists() and any(folder.iterdir()) and not overwrite:
-                raise MedsegDataError(f"{folder}: outputs exist; pass overwrite to replace them.")
-            result = segmenter(case["image"], keep_members=False, **sampling)
-            label = None
-            if case.get("label"):
-                label = load_image(case["label"], ndim=result.image.ndim - 1)
-                check_pair(result.image, label)
-            paths, metrics = write_result(result, folder, overwrite=overwrite, label=label)
-            outcomes.append(CaseOutcome(name, case["image"], True, outputs=paths, metrics=metrics))
-        except (MedsegDataError, ValueError, FileNotFoundError, RuntimeError) as err:
-            logger.error("%s: %s", name, err)
-            outcomes.append(CaseOutcome(name, case["image"], False, error=str(err).splitlines()[0]))
-    _write_summary(out / "summary.json", outcomes)
+            pairs = list(zip(cases, _unique_names(cases)))
+            for case, name in tqdm(pairs, desc="cases", disable=not progress):
+                folder = out / name
+                if not overwrite and _has_outputs(folder):
+                    outcome = _kept_outcome(name, case.get("image"), folder, previous.get(name))
+                else:
+                    try:
+                        outcome = _segment_case(segmenter, case, name, out, sampling)
+                    except Exception as err:  # one case never ends the batch
+                        logger.debug("case %s failed", name, exc_info=True)
+                        outcome = CaseOutcome(
+                            name, _image_text(case.get("image")), False, error=_first_line(err)
+                        )
+                outcomes.append(outcome)
+                if report is not None:
+                    report(outcome)
+                elif not outcome.ok:
+                    logger.warning("%s: %s", name, outcome.error)
+        finally:
+            _write_summary(out / "summary.json", previous, outcomes)
     return outcomes
+
+
+def _read_summary(path: Path) -> dict[str, dict[str, Any]]:
+    """Cases of an earlier ``summary.json`` by name; an unreadable one is set aside with a warning."""
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text())
+        return {c["name"]: c for c in content["cases"] if isinstance(c, dict) and "name" in c}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("%s: unreadable earlier summary (%s); it is replaced by this run's", path, err)
+        return {}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -190,14 +422,18 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
-def _write_summary(path: Path, outcomes: list[CaseOutcome]) -> None:
-    scored = [o.metrics for o in outcomes if o.metrics]
+def _write_summary(path: Path, previous: dict[str, dict[str, Any]], outcomes: list[CaseOutcome]) -> None:
+    cases = dict(previous)
+    for outcome in outcomes:
+        cases[outcome.name] = asdict(outcome)
+    merged = list(cases.values())
+    scored = [c["metrics"] for c in merged if c.get("ok") and c.get("metrics")]
     summary = {
-        "cases": [o.__dict__ for o in outcomes],
-        "succeeded": sum(o.ok for o in outcomes),
-        "failed": sum(not o.ok for o in outcomes),
+        "cases": merged,
+        "succeeded": sum(bool(c.get("ok")) for c in merged),
+        "failed": sum(not c.get("ok") for c in merged),
         "mean": {
-            key: _mean([m["mean"].get(key) for m in scored])
+            key: _mean([m.get("mean", {}).get(key) for m in scored])
             for key in ("dice", "hd95", "multi_threshold_dice", "ece")
         }
         | {key: _mean([m.get(key) for m in scored]) for key in ("brier", "nll")}

@@ -135,7 +135,7 @@ def test_batch_reports_failures_keeps_going_and_never_overwrites(tmp_path: Path)
     assert "broken.nii.gz" in next(o.error for o in outcomes if o.name == "broken")
 
     again = segment_files(seg, folder, tmp_path / "out", progress=False)
-    assert not any(o.ok for o in again[:2]) and all("exist" in o.error for o in again[:2])
+    assert [(o.ok, o.kept) for o in again[:2]] == [(True, True), (True, True)]  # outputs kept, not rewritten
     assert all(o.ok for o in segment_files(seg, folder, tmp_path / "out", overwrite=True, progress=False)[:2])
 
     datalist = tmp_path / "list.json"
