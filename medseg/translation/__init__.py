@@ -13,17 +13,14 @@ from __future__ import annotations
 
 from medseg.translation.data import NATURAL_SPLITS, palette_images, palette_transforms
 from medseg.translation.evaluation import (
-    OutputFormat,
     TranslationResult,
     baseline_predictions,
-    palette_evaluate,
-    palette_inference,
     run_translation,
-    save_translation_outputs,
-    translation_figure,
     translation_metrics,
 )
 from medseg.translation.networks import PaletteUNet
+from medseg.translation.outputs import OutputFormat, save_translation_outputs, translation_figure
+from medseg.translation.pipelines import palette_evaluate, palette_inference
 from medseg.translation.sampling import (
     ImageTranslationInferer,
     TranslationEvalPrepareBatch,

@@ -36,7 +36,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medseg.data.errors import MedsegDataError
+from medseg.data import MedsegDataError, load_image, mni_tissue_slices
+from medseg.data.samples import normalize_percentile
 from medseg.translation.tasks import PaletteDegradationd
 
 __all__ = ["NATURAL_SPLITS", "palette_images", "palette_transforms"]
@@ -99,9 +100,6 @@ def _read_raster(path: Path) -> np.ndarray:
 
 def _read_volume_slices(path: Path, downsample: int, slice_step: int) -> list[np.ndarray]:
     """Axial slices (H, W) in [0, 1] of a NIfTI volume, block-mean downsampled in plane."""
-    from medseg.data import load_image
-    from medseg.data.samples import normalize_percentile
-
     volume = load_image(path).as_tensor().float()  # (C, X, Y, Z)
     data = volume[0].numpy()
     if data.ndim == 2:
@@ -178,8 +176,6 @@ def palette_images(
         )
     rng = np.random.RandomState(seed)
     if str(source) == "mni":
-        from medseg.data import mni_tissue_slices
-
         images, _ = mni_tissue_slices(split, size=tuple(size), downsample=downsample, slice_step=slice_step)
         return [{"image": image, "name": f"mni_{split}_{i:03d}"} for i, image in enumerate(images)]
     if str(source) == "skimage":
