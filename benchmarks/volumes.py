@@ -58,7 +58,9 @@ def measure(
     """Segment the volume once with ``method`` (``slicewise`` or ``sliding_window``) in this process."""
     from monai.transforms import DivisiblePad
 
-    from medseg.inferers import make_scheduler, slicewise_inference, sliding_window_ensemble_inference
+    from medseg.diffusion import SamplingOptions, make_scheduler
+    from medseg.ensemble import fuse, probability_to_mask, uncertainty_maps
+    from medseg.inferers import slicewise_inference, sliding_window_ensemble_inference
     from medseg.networks import MedSegDiffUNet
 
     torch.set_num_threads(threads)
@@ -82,6 +84,7 @@ def measure(
     ).eval()
     params = sum(p.numel() for p in net.parameters())
     scheduler = make_scheduler("ddim", 1000, prediction_type="sample")
+    options = SamplingOptions(ensemble=members, steps=steps)
     base = rss_mb()
     reset_peak_rss()
     began = time.perf_counter()
@@ -93,12 +96,11 @@ def measure(
             padded,
             scheduler,
             num_channels=3,
-            num_members=members,
-            num_inference_steps=steps,
+            options=options,
             axis=2,
             slice_batch_size=slice_batch_size,
         )
-        mask = result.mask[:, : volume.shape[1], : volume.shape[2]]
+        members_on_grid = result.members[:, :, : volume.shape[1], : volume.shape[2]]
     else:
         result = sliding_window_ensemble_inference(
             net,
@@ -106,12 +108,14 @@ def measure(
             scheduler,
             roi_size=(roi,) * 3,
             num_channels=3,
-            num_members=members,
-            num_inference_steps=steps,
+            options=options,
             overlap=0.25,
             sw_batch_size=sw_batch_size,
         )
-        mask = result.mask
+        members_on_grid = result.members
+    # timed as before: mean fusion, the label map and the uncertainty maps of the members
+    mask = probability_to_mask(fuse(members_on_grid, "mean"))
+    uncertainty_maps(members_on_grid)
     seconds = time.perf_counter() - began
     return {
         "method": method,

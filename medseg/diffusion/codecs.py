@@ -113,20 +113,6 @@ class MaskCodec:
         uniform = torch.full_like(q, 1.0 / self.num_channels)
         return torch.where(total > self.eps, q / total.clamp_min(self.eps), uniform)
 
-    def to_mask(self, probabilities: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
-        """Discretise probabilities to a label map.
-
-        Args:
-            probabilities: ``(B, C, *sp)`` probabilities (channels in ``channel_dim``).
-            channel_dim: the channel dimension.
-
-        Returns:
-            Label map with the channel dimension kept as size 1: binary ``p > 0.5``, multi-class the argmax.
-        """
-        if self.is_binary:
-            return (probabilities > 0.5).to(torch.uint8)
-        return probabilities.argmax(dim=channel_dim, keepdim=True).to(torch.uint8)
-
 
 class ImageCodec:
     """Map images between [0, 1] (what users and writers see) and the diffusion range [-1, 1].

@@ -20,8 +20,8 @@ import torch
 from monai.data import MetaTensor
 
 from medseg.data import load_image
-from medseg.diffusion import MaskCodec, Sampler, SamplingOptions, make_scheduler
-from medseg.ensemble import fuse, uncertainty_maps
+from medseg.diffusion import Sampler, SamplingOptions, make_scheduler
+from medseg.ensemble import ensemble_prediction, probability_to_mask
 from medseg.inferers import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
 from medseg.networks.weights import load_weights
 from medseg.transforms import inference_transforms
@@ -253,8 +253,9 @@ class Segmenter(Predictor):
             back = self.transforms.inverse({"image": carrier})["image"]
             return MetaTensor(back.as_tensor(), meta=dict(original.meta))
 
-        probability = invert(fuse(out.members, fusion))
-        mask = MaskCodec(self.num_channels).to_mask(probability.unsqueeze(0))[0]
+        fused = ensemble_prediction(out.members, fusion)
+        probability = invert(fused.probability)
+        mask = probability_to_mask(probability)  # the rule of the written (resampled) probability
         mask = MetaTensor(mask.as_tensor() if isinstance(mask, MetaTensor) else mask, affine=original.affine)
         members = None
         if keep_members:
@@ -263,7 +264,7 @@ class Segmenter(Predictor):
             image=original,
             probability=probability,
             mask=mask,
-            uncertainty={k: invert(v) for k, v in uncertainty_maps(out.members).items()},
+            uncertainty={k: invert(v) for k, v in fused.uncertainty.items()},
             members=members,
             class_names=self.class_names,
             network_evaluations=out.network_evaluations,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medseg.diffusion import MaskCodec
+from medseg.ensemble import probability_to_mask
 
 
 def test_binary_encode_maps_background_and_foreground_to_minus_and_plus_one() -> None:
@@ -34,7 +35,7 @@ def test_multiclass_decode_renormalises_and_roundtrips() -> None:
     label = torch.tensor([[[[0, 1], [2, 1]]]]).float()
     probs = codec.decode(codec.encode(label))
     torch.testing.assert_close(probs, (codec.encode(label) + 1) / 2)
-    assert torch.equal(codec.to_mask(probs), label.to(torch.uint8))
+    assert torch.equal(probability_to_mask(probs[0])[None], label.to(torch.uint8))
     # clamp then renormalise: (x0 + 1) / 2 = (0.5, 0.25, 0.25 -> /1.0); all-negative -> uniform
     x0 = torch.tensor([[[[0.0], [-2.0]], [[-0.5], [-1.0]], [[-0.5], [-3.0]]]])
     probs = codec.decode(x0)

@@ -7,15 +7,15 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medseg.diffusion import MaskCodec, SamplingOptions, make_scheduler
-from medseg.ensemble import fuse, uncertainty_maps
+from medseg.diffusion import SamplingOptions, make_scheduler
+from medseg.ensemble import fuse, probability_to_mask, uncertainty_maps
 from medseg.inferers import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
 
 
-def _fused(result: VolumeMembers, num_channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def _fused(result: VolumeMembers) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean probability ``(C, X, Y, Z)`` and label map ``(1, X, Y, Z)`` of the members."""
     probability = fuse(result.members, "mean")
-    return probability, MaskCodec(num_channels).to_mask(probability[None])[0]
+    return probability, probability_to_mask(probability)
 
 
 class ThresholdOracle(nn.Module):
@@ -94,7 +94,7 @@ def test_slicewise_multiclass_on_the_input_grid() -> None:
         ClassOracle(), volume, _oracle_scheduler(), num_channels=3, ensemble=2, steps=2
     )
     expected = (volume.as_tensor() * 3).floor().clamp(0, 2).to(torch.uint8)
-    probability, mask = _fused(result, num_channels=3)
+    probability, mask = _fused(result)
     assert probability.shape == (3, 6, 5, 4)
     assert torch.equal(torch.as_tensor(mask), expected)
 
