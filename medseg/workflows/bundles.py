@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ __all__ = ["bundle_parser", "bundle_path", "list_bundles"]
 
 
 def _bundles_root() -> Path:
-    """``bundles/`` of the source tree medseg is installed from (overridable by ``MEDSEG_BUNDLES``)."""
+    """The installed bundles (the data package ``medseg.bundles``, the repository's ``bundles/`` folder in a
+    checkout), overridable by ``MEDSEG_BUNDLES``."""
     env = os.environ.get("MEDSEG_BUNDLES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "bundles"
+    return Path(env) if env else Path(str(resources.files("medseg.bundles")))
 
 
 def list_bundles() -> dict[str, dict[str, Any]]:

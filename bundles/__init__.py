@@ -1,0 +1,1 @@
+"""medseg's MONAI bundles, installed with the package as ``medseg.bundles``."""
