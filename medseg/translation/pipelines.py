@@ -30,12 +30,13 @@ def _run(
     items: Sequence[dict[str, Any]],
     task: str,
     scheduler: Scheduler,
-    options: SamplingOptions,
+    options: SamplingOptions | None,
     noise_conditioning: str,
     device: str | torch.device,
     max_images: int | None,
     degradation: dict[str, Any],
 ) -> TranslationResult:
+    options = options or SamplingOptions()
     if checkpoint is not None:
         load_weights(network, checkpoint)
     network = network.to(device).eval()
@@ -73,7 +74,7 @@ def palette_inference(
         items,
         task,
         scheduler,
-        options or SamplingOptions(),
+        options,
         noise_conditioning,
         device,
         max_images,
@@ -108,7 +109,7 @@ def palette_evaluate(
         items,
         task,
         scheduler,
-        options or SamplingOptions(),
+        options,
         noise_conditioning,
         device,
         max_images,
