@@ -4,8 +4,8 @@ Dice@0.5 and HD95 wrap ``monai.metrics.DiceMetric`` and ``HausdorffDistanceMetri
 ``monai.metrics.CalibrationErrorMetric``. Brier score, NLL, the MedSegDiff 5-threshold Dice, the reliability
 diagram and the per-case JSON report are medseg's, and so are the metrics against a label distribution
 (generalised energy distance, sample diversity, Hungarian-matched IoU, error and calibration against a true
-marginal) and of uncertainty against errors (AUROC, uncertainty-error overlap) in
-:mod:`medseg.metrics.distribution`. Protocol: ``docs/ensembles.md``.
+marginal) in :mod:`medseg.metrics.distribution` and of uncertainty against errors (AUROC,
+uncertainty-error overlap) in :mod:`medseg.metrics.uncertainty_error`. Protocol: ``docs/ensembles.md``.
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ from medseg.metrics.calibration import (
 from medseg.metrics.distribution import (
     distribution_metrics,
     empirical_marginal,
-    error_map,
     generalized_energy_distance,
     hungarian_matched_iou,
     marginal_absolute_error,
     marginal_calibration_error,
     pairwise_iou,
     sample_diversity,
-    uncertainty_error_auroc,
-    uncertainty_error_overlap,
 )
 from medseg.metrics.reliability import reliability_diagram
 from medseg.metrics.report import segmentation_report
@@ -37,6 +34,7 @@ from medseg.metrics.segmentation import (
     hausdorff_distance_95,
     multi_threshold_dice,
 )
+from medseg.metrics.uncertainty_error import error_map, uncertainty_error_auroc, uncertainty_error_overlap
 
 __all__ = [
     "MEDSEGDIFF_THRESHOLDS",

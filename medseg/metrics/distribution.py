@@ -1,4 +1,4 @@
-"""Metrics against a label *distribution* and of uncertainty against errors.
+"""Metrics against a label *distribution*: sets of segmentations and true marginals.
 
 For ambiguous segmentation the truth is a distribution of labels (several annotators, or the known-marginal
 benchmark of :mod:`medseg.data.annotators`), and an ensemble is a set of samples from the model's
@@ -22,10 +22,7 @@ calibration error of the probability against the marginal (ECE where the observe
 mean true probability of its voxels: against reference draws this is exactly the ECE of the probability
 scored against every draw, pooled, see :func:`empirical_marginal`).
 
-**Uncertainty against errors**: the error map of a hard prediction (``p > 0.5`` / argmax, the mask rule of
-:mod:`medseg.ensemble`), the AUROC of an uncertainty map for detecting the misclassified voxels, and the
-uncertainty-error overlap (Jungo & Reyes 2019), the best Dice between a thresholded uncertainty map and the
-error map.
+Uncertainty against errors is :mod:`medseg.metrics.uncertainty_error`.
 
 References:
     Kohl et al., "A Probabilistic U-Net for Segmentation of Ambiguous Images", NeurIPS 2018 (GED);
@@ -51,15 +48,12 @@ __all__ = [
     "MAX_MATCHED_SET",
     "distribution_metrics",
     "empirical_marginal",
-    "error_map",
     "generalized_energy_distance",
     "hungarian_matched_iou",
     "marginal_absolute_error",
     "marginal_calibration_error",
     "pairwise_iou",
     "sample_diversity",
-    "uncertainty_error_auroc",
-    "uncertainty_error_overlap",
 ]
 
 #: Largest replicated set size of :func:`hungarian_matched_iou` (the assignment is cubic in it).
@@ -337,122 +331,3 @@ def marginal_calibration_error(
     gap = torch.nan_to_num((mean_m - mean_p).abs().to(torch.float64), nan=0.0)  # empty bins count 0
     counts = counts.to(torch.float64)
     return (counts * gap).sum(dim=-1) / counts.sum(dim=-1)  # Guo et al. 2017, Eq. 3
-
-
-def error_map(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Voxels where the hard prediction differs from the target.
-
-    The hard prediction is ``p > 0.5`` for ``C == 1`` and the argmax over channels (ties to the lowest
-    index) for ``C > 1``: the mask rule of :mod:`medseg.ensemble`.
-
-    Args:
-        probability: ``(B, C, *spatial)`` probabilities.
-        target: ``(B, C, *spatial)`` one-hot / binary, or ``(B, 1, *spatial)`` labels (``C > 1``).
-
-    Returns:
-        ``(B, 1, *spatial)`` bool.
-    """
-    prob, onehot = prepare_inputs(probability, target)
-    return (hard_prediction(prob) != onehot).any(dim=1, keepdim=True)
-
-
-def _check_uncertainty(uncertainty: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
-    if not isinstance(uncertainty, torch.Tensor) or uncertainty.shape != errors.shape:
-        raise ValueError(
-            f"uncertainty must be shaped (B, 1, *spatial) = {tuple(errors.shape)}, got "
-            f"{getattr(uncertainty, 'shape', type(uncertainty).__name__)}."
-        )
-    values = uncertainty.detach().to(torch.float64)
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError("uncertainty contains NaN or infinite values.")
-    return values
-
-
-def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """AUROC of 1D ``scores`` for the boolean ``labels``: the Mann-Whitney U with ties counted 1/2."""
-    positives = int(labels.sum())
-    negatives = labels.numel() - positives
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
-    upper = counts.cumsum(0).to(torch.float64)
-    mid_rank = upper - (counts.to(torch.float64) - 1) / 2  # average rank of each tie group (1-based)
-    rank_sum = mid_rank[inverse][labels].sum()
-    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))  # Mann-Whitney U
-
-
-def uncertainty_error_auroc(
-    uncertainty: torch.Tensor,
-    probability: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """AUROC of an uncertainty map for detecting the misclassified voxels, per case.
-
-    The positives are the voxels of :func:`error_map`; the AUROC is the probability that a random error
-    voxel has a higher uncertainty than a random correct voxel, ties counted one half (the Mann-Whitney
-    statistic; the same number as ``monai.metrics.compute_roc_auc``, computed from ranks in one vectorised
-    pass, because MONAI's loop over the voxels takes seconds on a volume). 1 is a perfect detector, 0.5 no
-    better than chance.
-
-    Args:
-        uncertainty: ``(B, 1, *spatial)`` uncertainty (any real scale; higher = less certain).
-        probability: ``(B, C, *spatial)`` probabilities whose hard prediction is scored.
-        target: ``(B, C, *spatial)`` one-hot / binary, or ``(B, 1, *spatial)`` labels.
-        mask: optional ``(B, 1, *spatial)`` region of interest (nonzero = inside).
-
-    Returns:
-        ``(B,)`` float64, ``nan`` for a case with no error or no correct voxel.
-    """
-    errors = error_map(probability, target)
-    values = _check_uncertainty(uncertainty, errors)
-    inside = torch.ones_like(errors) if mask is None else (mask.reshape(errors.shape) != 0)
-    return torch.tensor(
-        [_auroc(values[b][inside[b]], errors[b][inside[b]]) for b in range(errors.shape[0])],
-        dtype=torch.float64,
-    )
-
-
-def uncertainty_error_overlap(
-    uncertainty: torch.Tensor,
-    probability: torch.Tensor,
-    target: torch.Tensor,
-    threshold: float | None = None,
-) -> torch.Tensor:
-    """Uncertainty-error overlap (UEO, Jungo & Reyes 2019): Dice of the thresholded uncertainty and the errors.
-
-    ``UEO(tau) = 2 |U_tau & E| / (|U_tau| + |E|)`` with ``U_tau = {u > tau}`` and ``E`` the
-    :func:`error_map`. With ``threshold=None`` the maximum over every threshold is returned (the paper's
-    UEO), found exactly by sorting the uncertainties: the candidate sets ``U_tau`` are the voxels above each
-    distinct value.
-
-    Args:
-        uncertainty: ``(B, 1, *spatial)`` uncertainty.
-        probability: ``(B, C, *spatial)`` probabilities whose hard prediction is scored.
-        target: ``(B, C, *spatial)`` one-hot / binary, or ``(B, 1, *spatial)`` labels.
-        threshold: a fixed ``tau``; None takes the best.
-
-    Returns:
-        ``(B,)`` float64 in [0, 1]; ``nan`` for a case without errors.
-    """
-    errors = error_map(probability, target)
-    values = _check_uncertainty(uncertainty, errors)
-    scores = []
-    for b in range(errors.shape[0]):
-        u, e = values[b].flatten(), errors[b].flatten().to(torch.float64)
-        num_errors = float(e.sum())
-        if num_errors == 0:
-            scores.append(float("nan"))
-            continue
-        if threshold is not None:
-            selected = (u > threshold).to(torch.float64)
-            scores.append(float(2 * (selected * e).sum() / (selected.sum() + num_errors)))
-            continue
-        order = torch.argsort(u, descending=True)
-        u_sorted, hits = u[order], e[order].cumsum(0)
-        # U_tau can end only after the last voxel of a group of equal values (u > tau takes all or none).
-        ends = torch.nonzero(torch.cat([u_sorted[1:] != u_sorted[:-1], torch.tensor([True])])).flatten()
-        size = (ends + 1).to(torch.float64)
-        dice = 2 * hits[ends] / (size + num_errors)  # Jungo & Reyes 2019: Dice(U_tau, E)
-        scores.append(float(dice.max().clamp_min(0.0)))
-    return torch.tensor(scores, dtype=torch.float64)

@@ -9,7 +9,7 @@ import torch
 from monai.metrics import compute_roc_auc
 
 from medseg.metrics import expected_calibration_error
-from medseg.metrics.distribution import (
+from medseg.metrics import (
     distribution_metrics,
     empirical_marginal,
     error_map,
