@@ -59,7 +59,7 @@ def test_task_trains_samples_and_evaluates(task: str, tmp_path: Path) -> None:
             "max_epochs": 1,
             "val_interval": 1,
             "val_max_images": 2,
-            "val_num_inference_steps": 2,
+            "val_steps": 2,
         },
     )
     trainer = train.get_parsed_content("train#trainer")
@@ -72,14 +72,14 @@ def test_task_trains_samples_and_evaluates(task: str, tmp_path: Path) -> None:
         "ckpt_path": str(ckpt),
         "device": "cpu",
         "max_images": 2,
-        "num_inference_steps": 2,
+        "steps": 2,
         "crops_per_image": 2,  # two test crops of the one held-out photograph
     }
-    _run("inference.json", {**common, "output_dir": str(tmp_path / "out"), "num_samples": 2})
+    _run("inference.json", {**common, "output_dir": str(tmp_path / "out"), "ensemble": 2})
     suffix = ".png" if task == "colorization" else ".nii.gz"
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert "figure.png" in files and any(f.endswith(f"_sample1{suffix}") for f in files)
-    _run("evaluate.json", {**common, "output_dir": str(tmp_path / "eval"), "num_samples": 2})
+    _run("evaluate.json", {**common, "output_dir": str(tmp_path / "eval"), "ensemble": 2})
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["num_images"] == 2 and metrics["baselines"]
 
@@ -98,8 +98,8 @@ def test_shipped_inpainting_weights_load_and_keep_the_known_region(tmp_path: Pat
             "device": "cpu",
             "output_dir": str(tmp_path),
             "max_images": 1,
-            "num_samples": 2,
-            "num_inference_steps": 3,
+            "ensemble": 2,
+            "steps": 3,
             "output_format": "png",
         },
     )
@@ -132,7 +132,7 @@ def tiny_weights(tmp_path_factory) -> str:
 
 def test_verify_net_in_out_with_the_translation_model(tiny_weights: str) -> None:
     configs = BUNDLE / "configs"
-    overrides = {**TINY, "ckpt_path": tiny_weights, "num_samples": 2, "num_inference_steps": 2}
+    overrides = {**TINY, "ckpt_path": tiny_weights, "ensemble": 2, "steps": 2}
     common = {
         "net_id": "translation_model",
         "meta_file": str(configs / "metadata.json"),
@@ -164,7 +164,7 @@ def test_verify_net_in_out_command_on_the_shipped_weights() -> None:
                 "bundle_root": ".",
                 "device": "cpu",
                 "n": 4,
-                "num_inference_steps": 1,
+                "steps": 1,
             }
         ),
         cwd=BUNDLE,
@@ -183,7 +183,7 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
         "batch_size": 4,
         "max_epochs": 1,
         "val_interval": 1,
-        "val_num_inference_steps": 2,
+        "val_steps": 2,
     }
     result = torchrun_train(configs, overrides)
     assert result.returncode == 0, result.stderr[-4000:]
