@@ -7,7 +7,8 @@ the checks :func:`check_finite`, :func:`check_label`, :func:`check_pair`, the er
 of preprocessed volumes). See ``docs/data.md``.
 """
 
-from medseg.data.annotators import AnnotatorSliceDataset, draw_annotator_labels, mni_tissue_probabilities
+from medseg.data.annotator_dataset import AnnotatorSliceDataset
+from medseg.data.annotators import draw_annotator_labels, mni_tissue_probabilities
 from medseg.data.checks import check_finite, check_label, check_pair
 from medseg.data.datalists import DatalistKey, load_datalist
 from medseg.data.dicom import DicomSeriesInfo, list_dicom_series

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from medseg.data import mni_tissue_slices
+from medseg.data.annotator_dataset import AnnotatorSliceDataset, RandAnnotatorLabeld
 from medseg.data.annotators import (
-    AnnotatorSliceDataset,
-    RandAnnotatorLabeld,
     annotator_seed,
     draw_annotator_labels,
     mni_tissue_probabilities,
