@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
-from enum import StrEnum
 from typing import Any
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
-from monai.utils import convert_to_tensor, look_up_option
+from monai.utils import StrEnum, convert_to_tensor, look_up_option
 from torch.utils.data import Dataset
 
 from medseg.data.annotators import draw_annotator_labels, mni_tissue_probabilities
