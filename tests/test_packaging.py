@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,22 +22,14 @@ def test_pyproject_lists_every_subpackage() -> None:
 
 @pytest.mark.slow
 def test_bundles_are_found_by_name_from_an_installed_wheel(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            str(ROOT),
-            "-w",
-            str(tmp_path),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    source = tmp_path / "source"  # built from a copy, so the build leaves nothing in the checkout
+    skip = shutil.ignore_patterns("__pycache__", "runs", "eval", "outputs")
+    for name in ("medseg", "bundles"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*pip, str(source), "-w", str(tmp_path)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("medseg-*.whl")
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
