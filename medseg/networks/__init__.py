@@ -1,4 +1,4 @@
-"""Networks: MedSegDiff and SegDiff noise predictors and their blocks (FF-Parser, Eq. 3 fusion, RRDB)."""
+"""Networks: MedSegDiff and SegDiff noise predictors, their blocks (FF-Parser, Eq. 3, RRDB), fast inference."""
 
 from medseg.networks.blocks import AttentiveConditionFusion, FFParser, RRDBEncoder
 from medseg.networks.nets import (
@@ -9,15 +9,19 @@ from medseg.networks.nets import (
     SegDiffPreset,
     SegDiffUNet,
 )
+from medseg.networks.performance import FastInference, detect_precision, prepare_for_inference
 
 __all__ = [
     "MEDSEGDIFF_PRESETS",
     "SEGDIFF_PRESETS",
     "AttentiveConditionFusion",
     "FFParser",
+    "FastInference",
     "MedSegDiffPreset",
     "MedSegDiffUNet",
     "RRDBEncoder",
     "SegDiffPreset",
     "SegDiffUNet",
+    "detect_precision",
+    "prepare_for_inference",
 ]

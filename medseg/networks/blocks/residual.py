@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 from monai.networks.layers.factories import Conv, Dropout
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.layers.utils import get_norm_layer
 from monai.networks.nets.diffusion_model_unet import zero_module
 from torch import nn
 
@@ -58,7 +58,7 @@ class TimestepResBlock(nn.Module):
         conv_type = Conv[Conv.CONV, spatial_dims]
         norm = ("group", {"num_groups": norm_num_groups, "eps": norm_eps})
         self.norm1 = get_norm_layer(norm, spatial_dims, in_channels)
-        self.act = get_act_layer("swish")
+        self.act = nn.SiLU()  # fused x * sigmoid(x); MONAI's "swish" runs it as three kernels
         self.conv1 = conv_type(in_channels, out_channels, kernel_size=3, padding=1)
         self.time_proj = nn.Linear(temb_channels, out_channels)
         self.norm2 = get_norm_layer(norm, spatial_dims, out_channels)

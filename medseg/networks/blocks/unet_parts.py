@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.blocks import Upsample
 from monai.networks.layers.factories import Conv
-from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from monai.networks.layers.utils import get_norm_layer
 from monai.networks.nets.diffusion_model_unet import (
     DiffusionUnetDownsample,
     get_timestep_embedding,
@@ -57,7 +57,7 @@ class TimestepEmbedding(nn.Module):
         self.base_channels = base_channels
         self.mlp = nn.Sequential(
             nn.Linear(base_channels, temb_channels),
-            get_act_layer("swish"),
+            nn.SiLU(),
             nn.Linear(temb_channels, temb_channels),
         )
 
@@ -297,7 +297,7 @@ class DiffusionDecoder(nn.Module):
         norm = ("group", {"num_groups": norm_num_groups, "eps": norm_eps})
         self.out = nn.Sequential(
             get_norm_layer(norm, spatial_dims, channels[0]),
-            get_act_layer("swish"),
+            nn.SiLU(),
             zero_module(Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=3, padding=1)),
         )
 
