@@ -100,7 +100,7 @@ def measure(
             axis=2,
             slice_batch_size=slice_batch_size,
         )
-        members_on_grid = result.members[:, :, : volume.shape[1], : volume.shape[2]]
+        members_on_grid = result.maps["members"][:, :, : volume.shape[1], : volume.shape[2]]
     else:
         result = sliding_window_ensemble_inference(
             net,
@@ -112,7 +112,7 @@ def measure(
             overlap=0.25,
             sw_batch_size=sw_batch_size,
         )
-        members_on_grid = result.members
+        members_on_grid = result.maps["members"]
     # timed as before: mean fusion, the label map and the uncertainty maps of the members
     mask = probability_to_mask(fuse(members_on_grid, "mean"))
     uncertainty_maps(members_on_grid)

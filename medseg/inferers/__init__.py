@@ -10,16 +10,24 @@ from medseg.inferers.inferer import (
     SamplingModel,
 )
 from medseg.inferers.sampling import EnsembleSample, as_process, sample_ensemble
-from medseg.inferers.volume import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
+from medseg.inferers.volume import (
+    Reduce,
+    VolumeOutput,
+    keep_members,
+    slicewise_inference,
+    sliding_window_ensemble_inference,
+)
 
 __all__ = [
     "ConditionalDiffusionInferer",
     "EnsembleSample",
     "EnsembleSegmentationInferer",
     "OutputCodec",
+    "Reduce",
     "SamplingModel",
-    "VolumeMembers",
+    "VolumeOutput",
     "as_process",
+    "keep_members",
     "sample_ensemble",
     "slicewise_inference",
     "sliding_window_ensemble_inference",

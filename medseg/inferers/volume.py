@@ -1,8 +1,10 @@
 """Ensemble diffusion segmentation of whole volumes: slice by slice (2D models) or by sliding windows (3D models).
 
-Both functions take one volume ``(C_img, X, Y, Z)`` and return its :class:`VolumeMembers` on the input grid,
-``(M, C, X, Y, Z)`` member probabilities; fusion and uncertainty maps are the caller's
-(:class:`medseg.workflows.Segmenter` uses :mod:`medseg.ensemble`). Randomness is seeded per slice / per window (drawn in a fixed order from ``seed``),
+Both functions take one volume ``(C_img, X, Y, Z)`` and return :class:`VolumeOutput` maps on the input grid.
+What the maps are is the caller's ``reduce``: by default the members ``(M, C, X, Y, Z)`` themselves;
+:class:`medseg.workflows.Segmenter` passes a reduction to the fused probability and the uncertainty maps
+(:mod:`medseg.ensemble`), which slice-wise inference applies to each batch of slices as it is sampled, so the
+members of the whole volume are never held and memory does not grow with the ensemble size. Randomness is seeded per slice / per window (drawn in a fixed order from ``seed``),
 so results do not depend on ``slice_batch_size``, ``sw_batch_size`` or ``max_batch``.
 """
 
@@ -22,19 +24,34 @@ from monai.utils import BlendMode
 from medseg.diffusion import SEED_HIGH, SamplingOptions, seed_stream
 from medseg.inferers.sampling import sample_ensemble
 
-__all__ = ["VolumeMembers", "slicewise_inference", "sliding_window_ensemble_inference"]
+__all__ = [
+    "Reduce",
+    "VolumeOutput",
+    "keep_members",
+    "slicewise_inference",
+    "sliding_window_ensemble_inference",
+]
+
+#: ``members (M, C, *spatial) -> {name: (K, *spatial)}``: a voxel-wise reduction of an ensemble.
+Reduce = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+def keep_members(members: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The identity reduction: ``{"members": (M, C, *spatial)}`` (leading dims other than spatial are kept)."""
+    return {"members": members}
 
 
 @dataclass
-class VolumeMembers:
-    """Ensemble members of one volume on the input's spatial grid ``(X, Y, Z)``.
+class VolumeOutput:
+    """Reduced ensemble maps of one volume on the input's spatial grid ``(X, Y, Z)``.
 
     Attributes:
-        members: ``(M, C, X, Y, Z)`` member probabilities.
+        maps: the reduction's maps, each ``(..., X, Y, Z)`` (with :func:`keep_members`: ``"members"``,
+            ``(M, C, X, Y, Z)``).
         network_evaluations: items passed through the network (per slice/window, member and step).
     """
 
-    members: torch.Tensor
+    maps: dict[str, torch.Tensor]
     network_evaluations: int
 
 
@@ -101,9 +118,14 @@ def slicewise_inference(
     axis: int = 2,
     slice_batch_size: int = 8,
     divisible_by: int | Sequence[int] | None = None,
+    reduce: Reduce = keep_members,
     **overrides: Any,
-) -> VolumeMembers:
-    """Sample members of a volume with a 2D model, slice by slice along ``axis``, batching slices and members.
+) -> VolumeOutput:
+    """Sample a volume with a 2D model, slice by slice along ``axis``, batching slices and members.
+
+    Each batch of slices is reduced (``reduce`` sees its members as ``(M, C, s, H, W)``) as soon as it is
+    sampled, and only the reduced maps are kept: a voxel-wise reduction gives the same maps as reducing the
+    whole volume's members at once.
 
     A network that only takes slices of a multiple of its downsampling factor (a U-Net) gets
     ``divisible_by``: each slice is zero-padded symmetrically up to that multiple (MONAI's ``DivisiblePad``
@@ -122,9 +144,10 @@ def slicewise_inference(
         slice_batch_size: slices sampled together (each with M members, i.e. ``slice_batch_size * M`` items).
         divisible_by: pad each slice's two axes to multiples of this (an int for both, or two ints in the
             volume's axis order); None pads nothing.
+        reduce: ``members (M, C, *spatial) -> {name: (K, *spatial)}``; default :func:`keep_members`.
 
     Returns:
-        :class:`VolumeMembers` on the input grid.
+        :class:`VolumeOutput` on the input grid.
     """
     _check_volume(volume)
     if axis not in (0, 1, 2):
@@ -135,18 +158,21 @@ def slicewise_inference(
     data, crop = _pad_in_plane(torch.as_tensor(volume), axis, divisible_by)
     slices = data.movedim(axis + 1, 0)  # (S, C_img, H, W)
     seeds = seed_stream(opts.seed)
-    outputs: list[torch.Tensor] = []
+    parts: dict[str, list[torch.Tensor]] = {}
     evaluations = 0
     for start in range(0, slices.shape[0], slice_batch_size):
         members, count = _sample_items(
             network, slices[start : start + slice_batch_size], scheduler, num_channels, opts, seeds
         )
-        outputs.append(members)  # (s, M, C, H, W)
+        for name, value in reduce(members.permute(1, 2, 0, 3, 4)).items():  # (M, C, s, H, W) -> (K, s, H, W)
+            parts.setdefault(name, []).append(value)
         evaluations += count
-    members = torch.cat(outputs).movedim(0, axis + 2)  # (M, C, X, Y, Z), padded
-    if crop is not None:
-        members = members[(slice(None), slice(None), *crop)]
-    return VolumeMembers(members, evaluations)
+    maps = {}
+    for name, values in parts.items():
+        value = torch.cat(values, dim=-3)
+        value = value.movedim(-3, value.ndim - 3 + axis)  # slices back onto their axis: (K, X, Y, Z), padded
+        maps[name] = value[(..., *crop)] if crop is not None else value
+    return VolumeOutput(maps, evaluations)
 
 
 @torch.no_grad()
@@ -160,13 +186,15 @@ def sliding_window_ensemble_inference(
     overlap: float = 0.25,
     blend_mode: str = BlendMode.GAUSSIAN,
     sw_batch_size: int = 1,
+    reduce: Reduce = keep_members,
     **overrides: Any,
-) -> VolumeMembers:
+) -> VolumeOutput:
     """Sample members of a volume with a 3D model by overlapping windows (MONAI's ``sliding_window_inference``).
 
     Every window is sampled as an ensemble (its M members batched); member probabilities are blended across
-    overlapping windows (``blend_mode``: ``gaussian`` or ``constant``). Volumes smaller than ``roi_size`` or not
-    a multiple of it are padded and cropped back by MONAI.
+    overlapping windows (``blend_mode``: ``gaussian`` or ``constant``), then reduced once for the whole volume
+    (blending needs the members, so this path holds ``(M, C, X, Y, Z)``). Volumes smaller than ``roi_size`` or
+    not a multiple of it are padded and cropped back by MONAI.
 
     Args:
         network: a 3D conditional denoiser ``forward(x_t, t, image)``.
@@ -179,9 +207,10 @@ def sliding_window_ensemble_inference(
         overlap: window overlap fraction in [0, 1).
         blend_mode: MONAI ``BlendMode`` for stitching.
         sw_batch_size: windows sampled together (``sw_batch_size * M`` items, chunked by ``max_batch``).
+        reduce: ``members (M, C, *spatial) -> {name: (K, *spatial)}``; default :func:`keep_members`.
 
     Returns:
-        :class:`VolumeMembers` on the input grid.
+        :class:`VolumeOutput` on the input grid.
     """
     _check_volume(volume)
     if not 0 <= overlap < 1:
@@ -206,4 +235,4 @@ def sliding_window_ensemble_inference(
         progress=False,
     )
     members = torch.as_tensor(stitched)[0].reshape(opts.ensemble, num_channels, *volume.shape[1:])
-    return VolumeMembers(members, evaluations)
+    return VolumeOutput(reduce(members), evaluations)

@@ -10,6 +10,7 @@ notebook.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from monai.data import MetaTensor
 from medseg.data import load_image
 from medseg.diffusion import Sampler, SamplingOptions, make_scheduler
 from medseg.ensemble import ensemble_prediction, probability_to_mask
-from medseg.inferers import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
+from medseg.inferers import VolumeOutput, slicewise_inference, sliding_window_ensemble_inference
 from medseg.networks.weights import load_weights
 from medseg.transforms import inference_transforms
 from medseg.workflows.predictor import Predictor, resolve_device
@@ -214,7 +215,11 @@ class Segmenter(Predictor):
             raise ValueError("a 3D network cannot segment a 2D image.")
         prepared = self.transforms({"image": volume})["image"]
         scheduler = make_scheduler(sampler or self.sampler, **self.schedule_args)
-        common = {"num_channels": self.num_channels, "options": options}
+        common = {
+            "num_channels": self.num_channels,
+            "options": options,
+            "reduce": functools.partial(_fuse, fusion=fusion, keep_members=keep_members),
+        }
         data = prepared.as_tensor().to(self.device)
         if self.spatial_dims == 2:
             axis = 2 if planar else self.slice_axis
@@ -225,7 +230,7 @@ class Segmenter(Predictor):
             out = sliding_window_ensemble_inference(
                 self.network, data, scheduler, roi_size=self.roi_size, sw_batch_size=self.batch_size, **common
             )
-        result = self._to_input_grid(out, fusion, keep_members, prepared, original)
+        result = self._to_input_grid(out, prepared, original)
         if planar:
             result = _squeeze_last(result)
         return result
@@ -243,9 +248,9 @@ class Segmenter(Predictor):
         return MetaTensor(tensor)
 
     def _to_input_grid(
-        self, out: VolumeMembers, fusion: str, keep_members: bool, prepared: MetaTensor, original: MetaTensor
+        self, out: VolumeOutput, prepared: MetaTensor, original: MetaTensor
     ) -> SegmentationResult:
-        """Fuse the members, then invert the spatial preprocessing (orientation, spacing, padding) for every map."""
+        """Invert the spatial preprocessing (orientation, spacing, padding) for every fused map."""
 
         def invert(t: torch.Tensor) -> torch.Tensor:
             carrier = MetaTensor(t.detach().float().cpu(), meta=dict(prepared.meta))
@@ -253,22 +258,33 @@ class Segmenter(Predictor):
             back = self.transforms.inverse({"image": carrier})["image"]
             return MetaTensor(back.as_tensor(), meta=dict(original.meta))
 
-        fused = ensemble_prediction(out.members, fusion)
-        probability = invert(fused.probability)
+        maps = dict(out.maps)
+        probability = invert(maps.pop("probability"))
         mask = probability_to_mask(probability)  # the rule of the written (resampled) probability
         mask = MetaTensor(mask.as_tensor() if isinstance(mask, MetaTensor) else mask, affine=original.affine)
-        members = None
-        if keep_members:
-            members = torch.stack([invert(m) for m in out.members]).as_tensor()
+        members = maps.pop("members", None)
+        if members is not None:
+            members = torch.stack([invert(m) for m in members]).as_tensor()
         return SegmentationResult(
             image=original,
             probability=probability,
             mask=mask,
-            uncertainty={k: invert(v) for k, v in fused.uncertainty.items()},
+            uncertainty={k: invert(v) for k, v in maps.items()},
             members=members,
             class_names=self.class_names,
             network_evaluations=out.network_evaluations,
         )
+
+
+def _fuse(members: torch.Tensor, fusion: str, keep_members: bool) -> dict[str, torch.Tensor]:
+    """The reduction each batch of slices gets: fused probability and uncertainty maps (and the members).
+
+    Voxel-wise, so batch by batch gives the whole volume's maps; STAPLE estimates its rater performances per
+    batch of slices.
+    """
+    fused = ensemble_prediction(members, fusion)
+    maps = {"probability": fused.probability, **fused.uncertainty}
+    return {**maps, "members": members} if keep_members else maps
 
 
 def _squeeze_last(result: SegmentationResult) -> SegmentationResult:

@@ -9,12 +9,12 @@ from torch import nn
 
 from medseg.diffusion import SamplingOptions, make_scheduler
 from medseg.ensemble import fuse, probability_to_mask, uncertainty_maps
-from medseg.inferers import VolumeMembers, slicewise_inference, sliding_window_ensemble_inference
+from medseg.inferers import VolumeOutput, slicewise_inference, sliding_window_ensemble_inference
 
 
-def _fused(result: VolumeMembers) -> tuple[torch.Tensor, torch.Tensor]:
+def _fused(result: VolumeOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean probability ``(C, X, Y, Z)`` and label map ``(1, X, Y, Z)`` of the members."""
-    probability = fuse(result.members, "mean")
+    probability = fuse(result.maps["members"], "mean")
     return probability, probability_to_mask(probability)
 
 
@@ -78,8 +78,8 @@ def test_slicewise_recovers_known_mask_along_each_axis(axis: int) -> None:
     assert probability.shape == (1, 9, 10, 7)
     torch.testing.assert_close(probability, expected)
     assert torch.equal(mask, expected.to(torch.uint8))
-    assert result.members.shape == (3, 1, 9, 10, 7)
-    uncertainty = uncertainty_maps(result.members)
+    assert result.maps["members"].shape == (3, 1, 9, 10, 7)
+    uncertainty = uncertainty_maps(result.maps["members"])
     assert uncertainty["variance"].shape == (1, 9, 10, 7)
     assert float(uncertainty["variance"].abs().max()) < 1e-6  # identical members
     spatial = [s for i, s in enumerate((9, 10, 7)) if i != axis]
@@ -114,7 +114,7 @@ def test_slicewise_result_does_not_depend_on_slice_batching() -> None:
     every_step = SamplingOptions(ensemble=2, steps=None, seed=3)
     a = slicewise_inference(Net2d(), volume, scheduler, options=every_step, slice_batch_size=1)
     b = slicewise_inference(Net2d(), volume, scheduler, options=every_step, slice_batch_size=5, max_batch=3)
-    torch.testing.assert_close(a.members, b.members, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.maps["members"], b.maps["members"], atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("shape", [(1, 11, 9, 13), (1, 5, 6, 4)])
@@ -147,8 +147,8 @@ def test_sliding_window_seeded_per_window_not_per_batch() -> None:
     b = sliding_window_ensemble_inference(
         TinyConv3d(), volume, scheduler, sw_batch_size=3, max_batch=4, **kwargs
     )
-    torch.testing.assert_close(a.members, b.members, atol=1e-6, rtol=0)
-    assert not torch.allclose(a.members[0], a.members[1])
+    torch.testing.assert_close(a.maps["members"], b.maps["members"], atol=1e-6, rtol=0)
+    assert not torch.allclose(a.maps["members"][0], a.maps["members"][1])
 
 
 def test_volume_input_checked() -> None:
@@ -191,7 +191,7 @@ def test_slicewise_pads_slices_and_crops_outputs_back(
     assert probability.shape == (1, 13, 21, 5)
     torch.testing.assert_close(torch.as_tensor(probability), expected)
     assert torch.equal(torch.as_tensor(mask), expected.to(torch.uint8))
-    assert result.members.shape == (2, 1, 13, 21, 5)
+    assert result.maps["members"].shape == (2, 1, 13, 21, 5)
 
 
 def test_slicewise_padding_leaves_a_divisible_volume_unchanged() -> None:
@@ -208,7 +208,7 @@ def test_slicewise_padding_leaves_a_divisible_volume_unchanged() -> None:
     plain = slicewise_inference(Net2d(), volume, scheduler, **kwargs)
     for divisible_by in (8, (4, 8), 1):
         padded = slicewise_inference(Net2d(), volume, scheduler, divisible_by=divisible_by, **kwargs)
-        assert torch.equal(padded.members, plain.members)
+        assert torch.equal(padded.maps["members"], plain.maps["members"])
 
 
 @pytest.mark.parametrize("divisible_by", [0, (8, 8, 8), (8, -1)])
@@ -217,3 +217,30 @@ def test_slicewise_divisible_by_checked(divisible_by: int | tuple[int, ...]) -> 
         slicewise_inference(
             ThresholdOracle(), torch.rand(1, 4, 4, 4), _oracle_scheduler(), divisible_by=divisible_by
         )
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_slicewise_reduces_each_batch_of_slices_as_the_whole_volume_would(axis: int) -> None:
+    torch.manual_seed(0)
+    conv2d = nn.Conv2d(2, 3, 3, padding=1)
+
+    class Net2d(nn.Module):
+        def forward(self, x_t: torch.Tensor, timesteps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+            return conv2d(torch.cat([x_t[:, :1], image], 1))
+
+    volume = _volume((1, 7, 6, 5), seed=8)
+    scheduler = make_scheduler("ddim", num_train_timesteps=10, prediction_type="sample")
+    options = SamplingOptions(ensemble=4, steps=3, eta=1.0, seed=2)
+
+    def summary(members: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mean": fuse(members, "mean"), **uncertainty_maps(members)}
+
+    whole = slicewise_inference(Net2d(), volume, scheduler, 3, options, axis=axis)
+    streamed = slicewise_inference(
+        Net2d(), volume, scheduler, 3, options, axis=axis, slice_batch_size=2, reduce=summary
+    )
+    assert "members" not in streamed.maps
+    for name, value in summary(whole.maps["members"]).items():
+        assert streamed.maps[name].shape == value.shape == (value.shape[0], 7, 6, 5)
+        torch.testing.assert_close(streamed.maps[name], value, atol=1e-6, rtol=1e-5)
+    assert float(streamed.maps["mutual_information"].max()) > 0  # the members differ (eta = 1)
