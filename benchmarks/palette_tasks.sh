@@ -6,7 +6,7 @@
 # usage: bash benchmarks/palette_tasks.sh OUT_DIR [SECONDS_PER_TASK] [TASK...]
 # (run from the repository root with medseg importable; GPU strongly advised, the CPU works but slowly).
 # TRAIN_ARGS: extra overrides for train.json (e.g. "--batch_size 64 --drop_last True").
-# EVAL_ARGS: extra overrides for evaluate.json (e.g. "--max_images 2 --num_inference_steps 2" for a smoke run).
+# EVAL_ARGS: extra overrides for evaluate.json (e.g. "--max_images 2 --steps 2" for a smoke run).
 set -euo pipefail
 out=${1:?output folder}
 seconds=${2:-300}
@@ -31,7 +31,7 @@ for task in "${tasks[@]}"; do
     --ckpt_path "$ckpt" --output_dir "$out/eval/${task}_ddim50" $eval_args >"$out/logs/eval_${task}_ddim50.log" 2>&1 &
   python -m monai.bundle run --config_file $bundle/configs/evaluate.json --bundle_root $bundle --task "$task" \
     --ckpt_path "$ckpt" --output_dir "$out/eval/${task}_ddpm100" --sampler ddpm --sampling_timesteps 100 \
-    --sampling_beta_start 0.001 --sampling_beta_end 0.2 --num_inference_steps 100 $eval_args \
+    --sampling_beta_start 0.001 --sampling_beta_end 0.2 --steps 100 $eval_args \
     >"$out/logs/eval_${task}_ddpm100.log" 2>&1 &
 done
 wait

@@ -47,9 +47,10 @@ from monai.transforms import ResizeWithPadOrCrop
 
 from benchmarks._common import machine, write_json
 from medseg.data import kmeans_tissue_baseline, mni_tissue_sample, mni_tissue_slices
+from medseg.diffusion import SamplingOptions, make_scheduler
 from medseg.engines import ConditionalDiffusionPrepareBatch
 from medseg.ensemble import predictive_variance
-from medseg.inferers import make_scheduler, sample_ensemble
+from medseg.inferers import sample_ensemble
 from medseg.metrics import dice_score, expected_calibration_error, hausdorff_distance_95
 from medseg.networks import MedSegDiffUNet, SegDiffUNet
 
@@ -265,11 +266,9 @@ def sample_medseg(
         images,
         _scheduler(sampler, timesteps, prediction_type),
         num_channels=NUM_CLASSES,
-        num_members=members,
-        num_inference_steps=steps,
-        eta=eta if sampler == "ddim" else 0.0,
-        max_batch=256,
-        seed=seed,
+        options=SamplingOptions(
+            ensemble=members, steps=steps, eta=eta if sampler == "ddim" else 0.0, max_batch=256, seed=seed
+        ),
     )
     _sync(device)
     return result.members, time.perf_counter() - began, result.network_evaluations

@@ -124,7 +124,8 @@ def measure(
         seconds = time.perf_counter() - began
         evaluations = steps
     else:
-        from medseg.inferers import make_scheduler, sample_ensemble
+        from medseg.diffusion import SamplingOptions, make_scheduler
+        from medseg.inferers import sample_ensemble
 
         net = _medseg_net(scale, out_channels).eval().to(device)
         params = sum(p.numel() for p in net.parameters())
@@ -137,9 +138,7 @@ def measure(
                 image,
                 scheduler,
                 num_channels=out_channels,
-                num_members=members,
-                num_inference_steps=num_steps,
-                seed=0,
+                options=SamplingOptions(ensemble=members, steps=num_steps, seed=0),
             )
 
         if device != "cpu":

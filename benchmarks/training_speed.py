@@ -73,8 +73,8 @@ def _setup(contender: str, size: int, batch: int, channels: tuple[int, ...]):
 
         return step, params
 
+    from medseg.diffusion import make_scheduler
     from medseg.engines import ConditionalDiffusionPrepareBatch
-    from medseg.inferers import make_scheduler
     from medseg.networks import MedSegDiffUNet
 
     net = MedSegDiffUNet(
