@@ -15,10 +15,11 @@ Conventions (shared with :mod:`medseg.ensemble`):
 
 Decoding a sampled x0 (any real values) to probabilities in [0, 1]:
 
-* binary: ``p = clamp((x0 + 1) / 2, 0, 1)``;
-* multi-class: ``q_c = clamp((x0_c + 1) / 2, 0, 1)``, then ``p_c = q_c / sum_k q_k`` (a softmax-free
+* binary: ``p = clamp(0.5 + x0 / (2 (1 - margin)), 0, 1)``: with ``margin = 0`` the plain ``(x0 + 1) / 2``;
+  a margin > 0 maps samples within ``margin`` of -1 / +1 to exactly 0 / 1;
+* multi-class: ``q_c`` by the same map per channel, then ``p_c = q_c / sum_k q_k`` (a softmax-free
   renormalisation over channels, so a clean one-hot sample decodes to itself); where every ``q_c`` is 0 the
-  voxel gets the uniform distribution ``1 / C``.
+  voxel goes to the channel with the largest x0 (one-hot).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from __future__ import annotations
 import torch
 from monai.networks.utils import one_hot
 
-__all__ = ["ImageCodec", "MaskCodec"]
+__all__ = ["DECODE_MARGIN", "ImageCodec", "MaskCodec"]
+
+#: Default :class:`MaskCodec` margin, tuned on the MNI validation slab (``benchmarks/decode_margin.py``).
+DECODE_MARGIN = 0.0
 
 
 class MaskCodec:
@@ -36,6 +40,10 @@ class MaskCodec:
         num_channels: mask channels of the diffusion model: 1 for a binary task, C > 1 for C classes
             including background.
         eps: denominator floor for the multi-class renormalisation.
+        margin: a sample within ``margin`` of -1 or +1 decodes to exactly 0 or 1 (``p = clamp(0.5 + x0 /
+            (2 (1 - margin)), 0, 1)``; ``x0 = 0`` stays 0.5). A network's x0 at -0.95 where every member agrees
+            on background would otherwise decode to p = 0.025, a probability floor that fills confident
+            background with entropy; 0 is the plain ``(x0 + 1) / 2``.
 
     Example:
         >>> codec = MaskCodec(num_channels=1)
@@ -43,11 +51,14 @@ class MaskCodec:
         >>> codec.decode(x0)  # tensor([[[0., 1.]]])
     """
 
-    def __init__(self, num_channels: int = 1, eps: float = 1e-6) -> None:
+    def __init__(self, num_channels: int = 1, eps: float = 1e-6, margin: float = DECODE_MARGIN) -> None:
         if int(num_channels) < 1:
             raise ValueError(f"num_channels must be >= 1 (1 = binary, C = C classes), got {num_channels}.")
+        if not 0.0 <= float(margin) < 1.0:
+            raise ValueError(f"margin must lie in [0, 1), got {margin}.")
         self.num_channels = int(num_channels)
         self.eps = float(eps)
+        self.margin = float(margin)
 
     @property
     def is_binary(self) -> bool:
@@ -106,12 +117,12 @@ class MaskCodec:
             raise ValueError(
                 f"x0 has {x0.shape[channel_dim]} channels in dim {channel_dim}, expected {self.num_channels}."
             )
-        q = ((x0.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        q = (0.5 + x0.float() * (0.5 / (1.0 - self.margin))).clamp(0.0, 1.0)
         if self.is_binary:
             return q
         total = q.sum(dim=channel_dim, keepdim=True)
-        uniform = torch.full_like(q, 1.0 / self.num_channels)
-        return torch.where(total > self.eps, q / total.clamp_min(self.eps), uniform)
+        fallback = one_hot(x0.argmax(dim=channel_dim, keepdim=True), self.num_channels, dim=channel_dim)
+        return torch.where(total > self.eps, q / total.clamp_min(self.eps), fallback.to(q.dtype))
 
 
 class ImageCodec:

@@ -36,11 +36,11 @@ def test_multiclass_decode_renormalises_and_roundtrips() -> None:
     probs = codec.decode(codec.encode(label))
     torch.testing.assert_close(probs, (codec.encode(label) + 1) / 2)
     assert torch.equal(probability_to_mask(probs[0])[None], label.to(torch.uint8))
-    # clamp then renormalise: (x0 + 1) / 2 = (0.5, 0.25, 0.25 -> /1.0); all-negative -> uniform
+    # clamp then renormalise: (x0 + 1) / 2 = (0.5, 0.25, 0.25 -> /1.0); all at or below -1 -> the largest x0
     x0 = torch.tensor([[[[0.0], [-2.0]], [[-0.5], [-1.0]], [[-0.5], [-3.0]]]])
     probs = codec.decode(x0)
     torch.testing.assert_close(probs[0, :, 0, 0], torch.tensor([0.5, 0.25, 0.25]))
-    torch.testing.assert_close(probs[0, :, 1, 0], torch.full((3,), 1 / 3))
+    torch.testing.assert_close(probs[0, :, 1, 0], torch.tensor([0.0, 1.0, 0.0]))
 
 
 def test_decode_members_along_channel_dim_two() -> None:
@@ -58,3 +58,14 @@ def test_bad_labels_raise() -> None:
         MaskCodec(1).encode(torch.zeros(1, 2, 2, 2))
     with pytest.raises(ValueError, match="num_channels"):
         MaskCodec(0)
+
+
+def test_margin_decodes_samples_near_the_ends_to_exact_probabilities() -> None:
+    codec = MaskCodec(1, margin=0.2)
+    x0 = torch.tensor([[[-1.3, -0.85, -0.8, 0.0, 0.4, 0.85]]])
+    # p = clamp(0.5 + x0 / 1.6, 0, 1): -0.8 -> 0, 0 -> 0.5, 0.4 -> 0.75, 0.85 -> 1
+    torch.testing.assert_close(codec.decode(x0), torch.tensor([[[0.0, 0.0, 0.0, 0.5, 0.75, 1.0]]]))
+    three = MaskCodec(3, margin=0.2).decode(torch.tensor([[[0.9], [-0.9], [-0.95]]]))
+    torch.testing.assert_close(three[:, :, 0], torch.tensor([[1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="margin"):
+        MaskCodec(1, margin=1.0)
