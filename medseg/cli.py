@@ -1,40 +1,100 @@
 """The ``medseg`` command: segment files with a bundle, train or evaluate a bundle, list bundles.
 
-Exit codes a pipeline can rely on: 0 every case succeeded; 1 some cases failed (the others were still
-processed, and each failure is reported on one line); 2 the command could not start (bad arguments, missing
-input, unknown bundle).
+Exit codes a pipeline can rely on: 0 every case succeeded (outputs kept from an earlier run count as
+succeeded); 1 some cases failed (the others were still processed, and each failure is reported on one line);
+2 the command could not start (bad arguments, missing input, unknown bundle, unusable weights, checkpoint or
+device, an output folder that cannot be written or that another run holds). A user error is one line on
+stderr, never a traceback (``--traceback`` shows it), and a command that cannot start creates nothing.
+
+Option values are data, never code: paths are passed to the bundle configs as absolute paths and devices in
+their canonical form, so MONAI's config parser never evaluates a value that starts with ``$``; ``key=value``
+overrides whose value starts with ``$`` or ``%`` are refused (use ``python -m monai.bundle run`` for config
+expressions).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CASES_FAILED", "EXIT_OK", "UsageError", "main"]
 
 EXIT_OK, EXIT_CASES_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+_EXIT_INTERRUPTED = 130
+_DATALIST_KEYS = ("training", "validation", "test")
+_MONAI_WRAPPERS = ("Failed to instantiate component", "Failed to evaluate")
+
+
+class UsageError(Exception):
+    """The command cannot start; the message is the one line shown to the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors on one line (``medseg segment: --steps: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` with the value read as JSON when it parses (numbers, booleans, lists), else a string."""
-    import json
-
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"override must look like key=value, got {text!r}")
     try:
-        return key, json.loads(value)
+        parsed = json.loads(value)
     except json.JSONDecodeError:
-        return key, value
+        parsed = value
+    _refuse_expressions(key, parsed)
+    return key, parsed
+
+
+def _refuse_expressions(key: str, value: Any) -> None:
+    """Strings that MONAI's config parser would run as Python (``$``) or read as a file macro (``%``)."""
+    if isinstance(value, str) and value.startswith(("$", "%")):
+        raise argparse.ArgumentTypeError(
+            f"{key}={value!r}: values starting with '$' or '%' are config expressions, which medseg does not "
+            "evaluate; use python -m monai.bundle run for expressions"
+        )
+    if isinstance(value, list):
+        for item in value:
+            _refuse_expressions(key, item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _refuse_expressions(key, item)
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medseg", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="medseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     seg = sub.add_parser(
         "segment", help="segment a NIfTI file, a DICOM series folder, a folder or a datalist"
@@ -44,15 +104,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("output_dir", help="one sub-folder per case is written here, plus summary.json")
     seg.add_argument("--bundle", default="medsegdiff", help="bundle name or folder (default: medsegdiff)")
-    seg.add_argument("--ensemble", type=int, help="ensemble members per image")
-    seg.add_argument("--steps", type=int, help="sampling steps")
+    seg.add_argument("--ensemble", type=_positive_int, help="ensemble members per image (>= 1)")
+    seg.add_argument("--steps", type=_positive_int, help="sampling steps (>= 1)")
     seg.add_argument("--sampler", choices=("ddim", "ddpm"))
     seg.add_argument("--fusion", choices=("mean", "majority", "staple"))
     seg.add_argument("--seed", type=int)
     seg.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     seg.add_argument("--weights", help="a checkpoint to use instead of the bundle's models/model.pt")
-    seg.add_argument("--datalist-key", default="test", help="list to segment when INPUT is a datalist")
-    seg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    seg.add_argument(
+        "--datalist-key",
+        default="test",
+        choices=_DATALIST_KEYS,
+        help="list to segment when INPUT is a datalist",
+    )
+    seg.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
 
     for name, what in (("train", "train a bundle"), ("evaluate", "evaluate a bundle on a labelled datalist")):
@@ -62,7 +127,13 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--datalist", help="decathlon datalist JSON or imagesTr/labelsTr folder")
         cmd.add_argument("--device")
         if name == "train":
-            cmd.add_argument("--max-epochs", type=int)
+            cmd.add_argument("--max-epochs", type=_positive_int)
+            cmd.add_argument(
+                "--resume",
+                type=_boolean,
+                help="resume from the newest checkpoint in the output folder (true, the bundle's default) or "
+                "start afresh (false)",
+            )
         cmd.add_argument(
             "overrides", nargs="*", type=_parse_override, help="more config overrides, key=value"
         )
@@ -71,23 +142,158 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --------------------------------------------------------------------------------------------------------------
+# checks that need no torch: run before anything is imported or created
+
+
+def _existing(path: str, what: str) -> str:
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such {what}")
+    return os.path.abspath(path)  # absolute: never starts with '$', '@' or '%'
+
+
+def _output_folder(path: str) -> str:
+    """Check that ``path`` is, or can be created as, a writable folder (nothing is created here)."""
+    target = Path(path).absolute()
+    if target.exists():
+        if not target.is_dir():
+            raise UsageError(f"{path}: exists and is not a folder")
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise UsageError(f"{path}: the output folder is not writable")
+        return str(target)
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{path}: cannot be created: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: cannot be created: {parent} is not writable")
+    return str(target)
+
+
+def _check_weights(path: str) -> None:
+    """Refuse a weights file that ``torch.load(weights_only=True)`` cannot read (its tensors are not read)."""
+    import torch
+
+    try:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err) and "zip" not in str(err).lower():
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) file
+    except Exception as err:  # truncated, not a checkpoint, or a pickle that is not plain weights
+        import pickle
+
+        cause = (
+            "not a PyTorch weights file, or one holding objects other than tensors (refused: unpickling them "
+            "could run code)"
+            if isinstance(err, pickle.UnpicklingError)
+            else _first_line(err, with_type=True)
+        )
+        raise UsageError(f"{path}: cannot load the weights: {cause}") from err
+
+
+def _device(text: str) -> str:
+    """The canonical name of a usable device (``cpu``, ``cuda:0``)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text!r}: not a device name (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: no CUDA device is available (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are available"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {text}: MPS is not available (use --device cpu)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {text}: medseg runs on cpu, cuda or mps")
+    return str(device)
+
+
+def _bundle(name: str) -> Path:
+    from medseg.workflows import bundle_path
+
+    try:
+        return bundle_path(name)
+    except ValueError as err:
+        raise UsageError(_first_line(err, with_type=False)) from err
+
+
+# --------------------------------------------------------------------------------------------------------------
+# errors raised while a command runs
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and not any(current is seen for seen in found):
+        found.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return found
+
+
+def _user_error(err: BaseException) -> str | None:
+    """The one line to show for an error caused by the user's input or configuration, or None for a bug.
+
+    MONAI wraps an error raised while a config component is built in "Failed to instantiate component ...";
+    the message shown is medseg's own, from the wrapped error.
+    """
+    errors_module = sys.modules.get("medseg.data.errors")  # not imported: no MedsegDataError was raised
+    user_types: tuple[type[BaseException], ...] = (UsageError,)
+    if errors_module is not None:
+        user_types += (errors_module.MedsegDataError,)
+    chain = _chain(err)
+    for item in chain:
+        if isinstance(item, user_types):
+            return _first_line(item, with_type=False)
+    innermost = chain[-1]
+    if isinstance(innermost, OSError) and innermost.filename is not None:
+        return _first_line(innermost, with_type=False)
+    wrapped = any(isinstance(item, RuntimeError) and str(item).startswith(_MONAI_WRAPPERS) for item in chain)
+    if wrapped and isinstance(innermost, (ValueError, TypeError, KeyError, OSError)):
+        return _first_line(innermost, with_type=not isinstance(innermost, ValueError))
+    return None
+
+
+def _first_line(err: BaseException, with_type: bool) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return f"{type(err).__name__}: {text}" if with_type and lines else text
+
+
+def _say(message: str) -> None:
+    print(f"medseg: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# commands
+
+
 def _segment(args: argparse.Namespace) -> int:
-    from medseg.data import MedsegDataError
+    source = _existing(args.input, "file or folder")
+    output_dir = _output_folder(args.output_dir)
+    overrides: dict[str, Any] = {}
+    if args.weights:
+        weights = _existing(args.weights, "weights file")
+        if not os.path.isfile(weights):
+            raise UsageError(f"{args.weights}: the weights must be a file")
+        overrides["ckpt_path"] = weights
+        _check_weights(weights)
     from medseg.workflows import Segmenter, segment_files
 
-    if not Path(args.input).exists():
-        print(f"medseg: {args.input}: no such file or folder", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    overrides: dict[str, Any] = {}
+    bundle = _bundle(args.bundle)
     if args.device:
-        overrides["device"] = args.device
-    if args.weights:
-        overrides["ckpt_path"] = args.weights
+        overrides["device"] = _device(args.device)
     try:
-        segmenter = Segmenter.from_bundle(args.bundle, **overrides)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"medseg: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        segmenter = Segmenter.from_bundle(bundle, **overrides)
+    except ValueError as err:  # not a segmentation bundle (errors inside the config arrive wrapped by MONAI)
+        raise UsageError(_first_line(err, with_type=False)) from err
     sampling = {
         k: v
         for k, v in {
@@ -99,46 +305,75 @@ def _segment(args: argparse.Namespace) -> int:
         }.items()
         if v is not None
     }
-    try:
-        outcomes = segment_files(
-            segmenter,
-            args.input,
-            args.output_dir,
-            datalist_key=args.datalist_key,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            **sampling,
-        )
-    except MedsegDataError as err:
-        print(f"medseg: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    for outcome in outcomes:
-        if outcome.ok:
+
+    def report(outcome: Any) -> None:
+        if outcome.kept:
+            print(
+                f"kept {outcome.name}: {output_dir}/{outcome.name} (outputs exist; --overwrite replaces them)"
+            )
+        elif outcome.ok:
             dice = (outcome.metrics or {}).get("mean", {}).get("dice")
             extra = f" (mean Dice {dice:.3f})" if dice is not None else ""
-            print(f"ok {outcome.name}: {args.output_dir}/{outcome.name}{extra}")
+            print(f"ok {outcome.name}: {output_dir}/{outcome.name}{extra}")
         else:
             print(f"failed {outcome.name}: {outcome.error}", file=sys.stderr)
+        sys.stdout.flush()
+
+    outcomes = segment_files(
+        segmenter,
+        source,
+        output_dir,
+        datalist_key=args.datalist_key,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        report=report,
+        **sampling,
+    )
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_CASES_FAILED
 
 
+def _config_files(root: Path, config: str) -> list[str]:
+    """The config files of a command: ``evaluate.json`` goes on top of ``inference.json`` when it refers to
+    ids (``@segmenter``) that only ``inference.json`` defines."""
+    import re
+
+    path = root / "configs" / f"{config}.json"
+    if not path.is_file():
+        raise UsageError(f"bundle {root.name!r} has no configs/{config}.json")
+    files = [str(path)]
+    base = root / "configs" / "inference.json"
+    if config == "evaluate" and base.is_file():
+        text = path.read_text()
+        try:
+            defined = set(json.loads(text))
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"{path}: not valid JSON: {err}") from None
+        referred = {ref.split("#")[0] for ref in re.findall(r"@([A-Za-z_][\w#]*)", text)}
+        if referred - defined:
+            files.insert(0, str(base))
+    return files
+
+
 def _run_config(args: argparse.Namespace, config: str) -> int:
+    overrides = dict(args.overrides)
+    if args.datalist is not None:
+        overrides["input" if config == "evaluate" else "datalist"] = _existing(
+            args.datalist, "datalist file or dataset folder"
+        )
+    if args.output_dir is not None:
+        overrides["output_dir"] = _output_folder(args.output_dir)
+    if getattr(args, "max_epochs", None) is not None:
+        overrides["max_epochs"] = args.max_epochs
+    if getattr(args, "resume", None) is not None:
+        overrides["resume"] = args.resume
+    root = _bundle(args.bundle)
+    files = _config_files(root, config)
+    if args.device is not None:
+        overrides["device"] = _device(args.device)
     from monai.bundle import run
 
-    from medseg.workflows import bundle_path
-
-    try:
-        root = bundle_path(args.bundle)
-    except ValueError as err:
-        print(f"medseg: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    overrides = dict(args.overrides)
-    for key in ("output_dir", "datalist", "device", "max_epochs"):
-        value = getattr(args, key, None)
-        if value is not None:
-            overrides[key] = value
     run(
-        config_file=str(root / "configs" / f"{config}.json"),
+        config_file=files if len(files) > 1 else files[0],
         meta_file=str(root / "configs" / "metadata.json"),
         logging_file=str(root / "configs" / "logging.conf"),
         bundle_root=str(root),
@@ -157,13 +392,34 @@ def _list_bundles() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medseg`` console script; returns the exit code."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides given after an option (argparse takes one block of positionals)
+        if args.command not in ("train", "evaluate") or any(e.startswith("-") or "=" not in e for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            args.overrides = [*args.overrides, *(_parse_override(e) for e in extra)]
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"argument overrides: {err}")
+    warnings.filterwarnings("ignore", message="parsing config_file", category=UserWarning)  # medseg's configs
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "segment":
-        return _segment(args)
-    if args.command in ("train", "evaluate"):
-        return _run_config(args, args.command)
-    return _list_bundles()
+    try:
+        if args.command == "segment":
+            return _segment(args)
+        if args.command in ("train", "evaluate"):
+            return _run_config(args, args.command)
+        return _list_bundles()
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return _EXIT_INTERRUPTED
+    except Exception as err:
+        message = _user_error(err)
+        if message is None or args.traceback:
+            if message is None:
+                raise  # a bug: the traceback is what a bug report needs
+            traceback.print_exc()
+        _say(message)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

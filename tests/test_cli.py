@@ -66,9 +66,11 @@ def test_dicom_series_folder_segments_with_exit_zero(bundle: Path, tmp_path: Pat
     dicom = load_image(OBLIQUE)
     assert mask.shape == dicom.shape
     np.testing.assert_allclose(mask.affine.numpy(), dicom.affine.numpy(), atol=1e-4)
-    # the same command again refuses to overwrite (exit 1: the case failed), and --overwrite succeeds
-    assert main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", str(bundle), "--quiet"]) == 1
-    assert "exist" in capsys.readouterr().err
+    # the same command again keeps the outputs (exit 0: the case has its outputs), and --overwrite replaces them
+    before = (tmp_path / "out" / "dicom_mr_oblique" / "mask.nii.gz").stat().st_mtime_ns
+    assert main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", str(bundle), "--quiet"]) == 0
+    assert "kept dicom_mr_oblique" in capsys.readouterr().out
+    assert (tmp_path / "out" / "dicom_mr_oblique" / "mask.nii.gz").stat().st_mtime_ns == before
     args = ["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", str(bundle), "--quiet", "--overwrite"]
     assert main([*args, "--ensemble", "1", "--steps", "1"]) == 0
 

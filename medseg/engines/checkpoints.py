@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,11 @@ class _EngineScaler:
 
 
 def _cause(err: BaseException) -> str:
+    if isinstance(err, pickle.UnpicklingError):
+        return (
+            "UnpicklingError: not a PyTorch checkpoint, or one holding objects other than tensors and plain "
+            "containers (refused: unpickling them could run code)"
+        )
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
@@ -148,11 +154,11 @@ def _module_problems(saved: Any, module: torch.nn.Module) -> str | None:
     ]
     problems = []
     if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:3])}")
+        problems.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
     if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:3])}")
+        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:2])}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:3])}")
+        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:2])}")
     return ", ".join(problems) or None
 
 

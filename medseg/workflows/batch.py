@@ -156,7 +156,7 @@ def _load_case_image(image: Any) -> MetaTensor:
             )
         check_pair(first, other)
     stacked = torch.cat([c.as_tensor() for c in channels], dim=0)
-    return MetaTensor(stacked, affine=first.affine, meta=dict(first.meta))
+    return MetaTensor(stacked, meta=dict(first.meta))  # the meta holds the affine
 
 
 def _check_channels(image: MetaTensor, segmenter: Segmenter, source: Any) -> None:
