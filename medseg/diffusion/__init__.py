@@ -15,7 +15,7 @@ See ``docs/engine.md`` for the layers and which method uses which process, codec
 
 from __future__ import annotations
 
-from medseg.diffusion.codecs import ImageCodec, MaskCodec
+from medseg.diffusion.codecs import DECODE_MARGIN, ImageCodec, MaskCodec
 from medseg.diffusion.conditioning import ImageConditionedModel
 from medseg.diffusion.guidance import (
     Chunk,
@@ -34,6 +34,7 @@ from medseg.diffusion.schedulers import PredictionType, Sampler, SpacedDDIMSched
 from medseg.diffusion.seeding import SEED_HIGH, image_seeds, member_generators, per_member_randn, seed_stream
 
 __all__ = [
+    "DECODE_MARGIN",
     "SEED_HIGH",
     "Chunk",
     "ClassifierFreeGuidance",

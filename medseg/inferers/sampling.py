@@ -68,6 +68,7 @@ def sample_ensemble(
     known_mode: str = KnownRegionMode.EVERY_STEP,
     noise_conditioning: str = NoiseConditioning.TIMESTEP,
     generator: torch.Generator | None = None,
+    codec: MaskCodec | None = None,
     **overrides: Any,
 ) -> EnsembleSample:
     """Sample an ensemble of masks (or target images) for a batch of images.
@@ -89,6 +90,7 @@ def sample_ensemble(
         known_mode: a :class:`KnownRegionMode` name.
         noise_conditioning: what the network gets as time when ``scheduler`` is a scheduler.
         generator: source of per-image seeds when the seed option is None.
+        codec: decodes the samples to ``members``; default ``MaskCodec(num_channels)``.
 
     Returns:
         :class:`EnsembleSample` with ``members`` ``(B, M, C, *sp)`` probabilities and ``x0`` raw samples.
@@ -100,7 +102,7 @@ def sample_ensemble(
         raise ValueError(f"image must be (B, C_img, *spatial), got shape {tuple(image.shape)}.")
     if (known is None) != (known_mask is None):
         raise ValueError("known and known_mask must be given together.")
-    codec = MaskCodec(num_channels)
+    codec = codec or MaskCodec(num_channels)
     guidance = [] if known is None else [KnownRegion(known, known_mask, known_mode)]
     sampler = EnsembleSampler(
         as_process(scheduler, noise_conditioning), guidance, options or SamplingOptions()

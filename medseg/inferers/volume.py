@@ -21,7 +21,7 @@ from monai.networks.schedulers import Scheduler
 from monai.transforms import DivisiblePad
 from monai.utils import BlendMode
 
-from medseg.diffusion import SEED_HIGH, SamplingOptions, seed_stream
+from medseg.diffusion import SEED_HIGH, MaskCodec, SamplingOptions, seed_stream
 from medseg.inferers.sampling import sample_ensemble
 
 __all__ = [
@@ -101,10 +101,11 @@ def _sample_items(
     num_channels: int,
     opts: SamplingOptions,
     seeds: torch.Generator,
+    codec: MaskCodec | None,
 ) -> tuple[torch.Tensor, int]:
     """Members ``(n, M, C, *sp)`` of n slices or windows, each seeded by the next draw of ``seeds``."""
     item_seeds = torch.randint(0, SEED_HIGH, (items.shape[0],), generator=seeds).tolist()
-    result = sample_ensemble(network, items, scheduler, num_channels, opts, seed=item_seeds)
+    result = sample_ensemble(network, items, scheduler, num_channels, opts, seed=item_seeds, codec=codec)
     return result.members, result.network_evaluations
 
 
@@ -119,6 +120,7 @@ def slicewise_inference(
     slice_batch_size: int = 8,
     divisible_by: int | Sequence[int] | None = None,
     reduce: Reduce = keep_members,
+    codec: MaskCodec | None = None,
     **overrides: Any,
 ) -> VolumeOutput:
     """Sample a volume with a 2D model, slice by slice along ``axis``, batching slices and members.
@@ -145,6 +147,7 @@ def slicewise_inference(
         divisible_by: pad each slice's two axes to multiples of this (an int for both, or two ints in the
             volume's axis order); None pads nothing.
         reduce: ``members (M, C, *spatial) -> {name: (K, *spatial)}``; default :func:`keep_members`.
+        codec: decodes samples to member probabilities; default ``MaskCodec(num_channels)``.
 
     Returns:
         :class:`VolumeOutput` on the input grid.
@@ -162,7 +165,7 @@ def slicewise_inference(
     evaluations = 0
     for start in range(0, slices.shape[0], slice_batch_size):
         members, count = _sample_items(
-            network, slices[start : start + slice_batch_size], scheduler, num_channels, opts, seeds
+            network, slices[start : start + slice_batch_size], scheduler, num_channels, opts, seeds, codec
         )
         for name, value in reduce(members.permute(1, 2, 0, 3, 4)).items():  # (M, C, s, H, W) -> (K, s, H, W)
             parts.setdefault(name, []).append(value)
@@ -187,6 +190,7 @@ def sliding_window_ensemble_inference(
     blend_mode: str = BlendMode.GAUSSIAN,
     sw_batch_size: int = 1,
     reduce: Reduce = keep_members,
+    codec: MaskCodec | None = None,
     **overrides: Any,
 ) -> VolumeOutput:
     """Sample members of a volume with a 3D model by overlapping windows (MONAI's ``sliding_window_inference``).
@@ -208,6 +212,7 @@ def sliding_window_ensemble_inference(
         blend_mode: MONAI ``BlendMode`` for stitching.
         sw_batch_size: windows sampled together (``sw_batch_size * M`` items, chunked by ``max_batch``).
         reduce: ``members (M, C, *spatial) -> {name: (K, *spatial)}``; default :func:`keep_members`.
+        codec: decodes samples to member probabilities; default ``MaskCodec(num_channels)``.
 
     Returns:
         :class:`VolumeOutput` on the input grid.
@@ -221,7 +226,7 @@ def sliding_window_ensemble_inference(
 
     def predictor(windows: torch.Tensor) -> torch.Tensor:
         nonlocal evaluations
-        members, count = _sample_items(network, windows, scheduler, num_channels, opts, seeds)
+        members, count = _sample_items(network, windows, scheduler, num_channels, opts, seeds, codec)
         evaluations += count
         return members.flatten(1, 2)  # (n, M*C, *roi)
 

@@ -21,7 +21,7 @@ import torch
 from monai.data import MetaTensor
 
 from medseg.data import load_image
-from medseg.diffusion import Sampler, SamplingOptions, make_scheduler
+from medseg.diffusion import DECODE_MARGIN, MaskCodec, Sampler, SamplingOptions, make_scheduler
 from medseg.ensemble import ensemble_prediction, probability_to_mask
 from medseg.inferers import VolumeOutput, slicewise_inference, sliding_window_ensemble_inference
 from medseg.networks.weights import load_weights
@@ -101,6 +101,7 @@ class Segmenter(Predictor):
         batch_size: slices (2D) or windows (3D) sampled together.
         max_batch: most items per network call (None: all members of a batch at once).
         device: where the network runs; None picks CUDA when available.
+        decode_margin: samples within this of -1 / +1 decode to probability 0 / 1 (:class:`MaskCodec`).
 
     ``Segmenter.from_bundle("medsegdiff")`` builds the one a bundle's ``inference.json`` defines (its
     ``segmenter`` entry); overrides are config keys (``device="cpu"``, ``ckpt_path=...``).
@@ -138,6 +139,7 @@ class Segmenter(Predictor):
         batch_size: int = 4,
         max_batch: int | None = None,
         device: str | torch.device | None = None,
+        decode_margin: float = DECODE_MARGIN,
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -179,6 +181,7 @@ class Segmenter(Predictor):
         self.options = SamplingOptions(ensemble, steps, eta, max_batch, seed)
         self.sampler = sampler
         self.fusion = fusion
+        self.codec = MaskCodec(num_channels, margin=decode_margin)
         self.batch_size = batch_size
 
     @torch.no_grad()
@@ -218,6 +221,7 @@ class Segmenter(Predictor):
         common = {
             "num_channels": self.num_channels,
             "options": options,
+            "codec": self.codec,
             "reduce": functools.partial(_fuse, fusion=fusion, keep_members=keep_members),
         }
         data = prepared.as_tensor().to(self.device)
