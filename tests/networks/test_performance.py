@@ -195,3 +195,16 @@ def test_bad_options_raise():
         prepare_for_inference(net, trials=0)
     with pytest.raises(ValueError, match="spatial_dims"):
         prepare_for_inference(nn.Conv2d(1, 1, 3))
+
+
+@pytest.mark.parametrize(("cls", "spatial_dims"), CASES)
+def test_in_place_inference_path_matches_grad_path(cls, spatial_dims):
+    net = _randomised(cls, spatial_dims)
+    x_t, t, image = _inputs(spatial_dims)
+    out_grad = net(x_t, t, image)  # grad mode: the residual blocks' out-of-place code
+    assert out_grad.requires_grad
+    with torch.no_grad():
+        out = net(x_t, t, image)  # inference: in place on the blocks' own temporaries
+    torch.testing.assert_close(out, out_grad.detach(), atol=0, rtol=0)
+    out_grad.sum().backward()  # the grad path still trains
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

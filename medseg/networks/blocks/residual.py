@@ -10,6 +10,7 @@ References:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Dropout
 from monai.networks.layers.utils import get_norm_layer
 from monai.networks.nets.diffusion_model_unet import zero_module
@@ -80,8 +81,17 @@ class TimestepResBlock(nn.Module):
         Returns:
             ``(B, out_channels, *spatial)``.
         """
-        h = self.conv1(self.act(self.norm1(x)))
+        if torch.is_grad_enabled():
+            h = self.conv1(self.act(self.norm1(x)))
+            t = self.time_proj(self.act(emb))
+            # time embedding added after the first conv
+            h = h + t.reshape(*t.shape, *([1] * self.spatial_dims))
+            h = self.conv2(self.dropout(self.act(self.norm2(h))))
+            return self.skip(x) + h
+        # inference: the same operations in place on this block's own temporaries (no new allocations)
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
         t = self.time_proj(self.act(emb))
-        h = h + t.reshape(*t.shape, *([1] * self.spatial_dims))  # time embedding added after the first conv
-        h = self.conv2(self.dropout(self.act(self.norm2(h))))
-        return self.skip(x) + h
+        h += t.reshape(*t.shape, *([1] * self.spatial_dims))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+        h += self.skip(x)
+        return h
