@@ -171,6 +171,26 @@ def _output_folder(path: str) -> str:
     return str(target)
 
 
+def _refuse_if_locked(folder: str) -> None:
+    """Fail fast, before the model is loaded, when another run holds the folder's lock (nothing is created)."""
+    lock = Path(folder) / ".medseg.lock"  # medseg.workflows.batch.LOCK_NAME, without importing torch
+    try:
+        import fcntl
+
+        handle = open(lock)  # closed below; no lock file: no run holds it
+    except (ImportError, OSError):
+        return
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            owner = handle.read().strip() or "unknown"
+            raise UsageError(
+                f"{folder}: another medseg run (pid {owner}) is writing to this folder; wait for it to end or "
+                "choose another output folder"
+            ) from None
+
+
 def _check_weights(path: str) -> None:
     """Refuse a weights file that ``torch.load(weights_only=True)`` cannot read (its tensors are not read)."""
     import torch
@@ -278,6 +298,7 @@ def _say(message: str) -> None:
 def _segment(args: argparse.Namespace) -> int:
     source = _existing(args.input, "file or folder")
     output_dir = _output_folder(args.output_dir)
+    _refuse_if_locked(output_dir)
     overrides: dict[str, Any] = {}
     if args.weights:
         weights = _existing(args.weights, "weights file")

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,9 +237,15 @@ def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
         except ImportError:  # no flock on this platform: runs are not serialised
             fcntl = None
         if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            # a few tries over a second: a run that only checks the lock (the CLI does) holds it for microseconds
+            for attempt in range(20):
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if attempt < 19:
+                        time.sleep(0.05)
+            else:
                 handle.seek(0)
                 owner = handle.read().strip() or "unknown"
                 raise MedsegDataError(

@@ -11,6 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medseg.data import MedsegDataError
+from medseg.workflows.batch import output_lock
 from tests.reliability.conftest import BUNDLES, error_lines, medseg, write_nifti
 
 
@@ -103,8 +105,6 @@ def test_every_case_is_tried_once_and_reruns_keep_merge_and_clean_up(bundle: Pat
 
 
 def test_a_second_run_on_the_same_folder_is_refused(bundle: Path, tmp_path: Path) -> None:
-    from medseg.workflows.batch import output_lock
-
     image = write_nifti(tmp_path / "a.nii.gz", np.random.default_rng(0).random((8, 8, 2)).astype(np.float32))
     out = tmp_path / "out"
     out.mkdir()
@@ -117,17 +117,20 @@ def test_a_second_run_on_the_same_folder_is_refused(bundle: Path, tmp_path: Path
 
 
 def test_overwrite_replaces_the_whole_case_folder(bundle: Path, dataset: Path, tmp_path: Path) -> None:
+    # in process (the CLI path is covered above): a labelled run, then an unlabelled --overwrite of that case
+    from medseg.workflows import Segmenter, segment_files
+
+    segmenter = Segmenter.from_bundle(bundle)
     out = tmp_path / "out"
-    labelled = medseg("segment", str(dataset), str(out), "--bundle", str(bundle), "--quiet")
-    assert labelled.returncode == 0, labelled.stderr
-    assert (out / "img2" / "metrics.json").is_file()
-    image = dataset.parent / "img2.nii.gz"  # the same case, now without its label
-    again = medseg("segment", str(image), str(out), "--bundle", str(bundle), "--quiet", "--overwrite")
-    assert again.returncode == 0, again.stderr
+    (labelled,) = segment_files(segmenter, dataset, out, progress=False)
+    assert labelled.ok and (out / "img2" / "metrics.json").is_file()
+    (again,) = segment_files(segmenter, dataset.parent / "img2.nii.gz", out, overwrite=True, progress=False)
+    assert again.ok and not again.kept
     assert not (out / "img2" / "metrics.json").exists()  # no stale metrics beside the new mask
-    summary = json.loads((out / "summary.json").read_text())
-    (case,) = summary["cases"]
+    (case,) = json.loads((out / "summary.json").read_text())["cases"]
     assert case["ok"] and case["metrics"] is None
+    with output_lock(out), pytest.raises(MedsegDataError, match="another medseg run"):
+        segment_files(segmenter, dataset, out, progress=False)
 
 
 @pytest.mark.parametrize("config", ["medsegdiff", "segdiff"])
