@@ -44,7 +44,9 @@ class SamplingOptions:
             object.__setattr__(self, "seed", tuple(int(s) for s in self.seed))
 
     def updated(self, **overrides: Any) -> SamplingOptions:
-        """A copy with the overrides that are not None (``seed=None`` is kept only through :func:`replace`).
+        """A copy with the given fields replaced (``steps=None`` means every step, ``seed=None`` torch's RNG).
+
+        User-facing calls whose None means "the default" drop their None arguments before calling this.
 
         Raises:
             TypeError: for a name that is not an option.
@@ -53,4 +55,4 @@ class SamplingOptions:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise TypeError(f"unknown sampling options {unknown}; options are {sorted(names)}.")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(self, **overrides)

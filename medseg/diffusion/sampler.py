@@ -126,7 +126,7 @@ class EnsembleSampler:
             shape: the state of one item (e.g. ``(C, *sp)``), or a mapping of shapes for a mapping state.
             num_inputs: B; defaults to the first dimension of ``condition``.
             source: per-input source state ``(B, *shape)`` for processes that start from it (bridge, SDEdit).
-            generator: source of per-input seeds when the seed option is None.
+            generator: source of per-input seeds (sets the seed option to None unless a seed is given too).
             device: device of the state; defaults to the condition's.
             options: overrides of :class:`~medseg.diffusion.SamplingOptions` (``ensemble``, ``steps``, ...).
 
@@ -136,6 +136,8 @@ class EnsembleSampler:
         Raises:
             ValueError: when B cannot be inferred or an option is invalid.
         """
+        if generator is not None:
+            options.setdefault("seed", None)  # a generator given is the source of the seeds
         opts = self.options.updated(**options)
         anchor = _first_tensor(condition) if condition is not None else _first_tensor(source)
         if num_inputs is None:

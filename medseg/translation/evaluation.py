@@ -96,8 +96,11 @@ def run_translation(
     """
     if not items:
         raise ValueError("run_translation got no images.")
-    opts = (options or SamplingOptions()).updated(progress=progress or None)
-    seed = int(opts.seed or 0)
+    opts = options or SamplingOptions()
+    opts = opts.updated(progress=True) if progress else opts
+    if opts.seed is not None and not isinstance(opts.seed, int):
+        raise ValueError(f"run_translation takes one base seed, got {opts.seed!r}.")
+    seed = int(torch.randint(0, 2**31, (1,))) if opts.seed is None else opts.seed
     spec = task_spec(task, image_channels=int(items[0]["image"].shape[0]))
     degrade = PaletteDegradationd(task, seed=seed, **degradation)
     pairs = [degrade({"image": torch.as_tensor(item["image"]).float()}) for item in items]

@@ -209,7 +209,8 @@ class Segmenter(Predictor):
             keep_members: keep the ``(M, C, *spatial)`` members on the result.
             progress: tqdm bar over sampling steps.
         """
-        options = self.options.updated(ensemble=ensemble, steps=steps, seed=seed, progress=progress)
+        given = {"ensemble": ensemble, "steps": steps, "seed": seed, "progress": progress}
+        options = self.options.updated(**{k: v for k, v in given.items() if v is not None})
         fusion = fusion or self.fusion
         original = self._as_image(image)
         planar = original.ndim == 3  # (C, H, W): a 2D image is a volume of one slice

@@ -171,13 +171,14 @@ class Translator(Predictor):
         padded = codec.encode(torch.as_tensor(pad(x)))  # pad with 0 (background), then to model range
         batch_mask = torch.as_tensor(pad(region))[None].to(self.device) if region is not None else None
         inferer = self.model.inferer
+        given = {"ensemble": ensemble, "steps": steps, "seed": seed, "progress": progress}
         samples = translate(
             self.model.network,
             padded[None].to(self.device),
             inferer.scheduler,
             target_channels=inferer.num_channels or spec["target_channels"],
             mask=batch_mask,
-            options=inferer.options.updated(ensemble=ensemble, steps=steps, seed=seed, progress=progress),
+            options=inferer.options.updated(**{k: v for k, v in given.items() if v is not None}),
             noise_conditioning=inferer.noise_conditioning,
         )[0].cpu()
         top = (samples.shape[-2] - height) // 2

@@ -218,10 +218,28 @@ def test_sdedit_starts_from_the_noised_source_at_the_start_step() -> None:
 def test_sampling_options_are_checked_and_overridden_by_name() -> None:
     options = SamplingOptions()
     assert (options.ensemble, options.steps, options.eta, options.seed) == (5, 20, 0.0, 0)
-    assert options.updated(ensemble=2, steps=None).steps == 20  # None keeps the default
+    assert options.updated(ensemble=2, steps=None).steps is None  # every step of the schedule
     assert options.updated(seed=[1, 2]).seed == (1, 2)
     for bad in ({"ensemble": 0}, {"steps": 0}, {"eta": -1.0}, {"max_batch": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SamplingOptions(**bad)
     with pytest.raises(TypeError, match="num_members"):
         options.updated(num_members=3)
+
+
+def test_a_generator_given_seeds_the_members_unless_a_seed_is_given_too() -> None:
+    scheduler = make_scheduler("ddim", num_train_timesteps=10, prediction_type="sample")
+    sampler = EnsembleSampler(GaussianProcess(scheduler), options=SamplingOptions(ensemble=2, steps=2))
+
+    def model(x, time, condition):
+        return x  # keeps the prior: the members are their initial noise
+
+    def draw(**kwargs):
+        return sampler.sample(model, None, shape=(1, 2), num_inputs=1, **kwargs).samples
+
+    first = draw(generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, draw(generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, draw(generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(
+        draw(generator=torch.Generator().manual_seed(2), seed=0), draw()
+    )  # the option's seed 0
