@@ -306,11 +306,11 @@ def _segment(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.weights}: the weights must be a file")
         overrides["ckpt_path"] = weights
         _check_weights(weights)
+    if args.device:
+        overrides["device"] = _device(args.device)
     from medseg.workflows import Segmenter, segment_files
 
     bundle = _bundle(args.bundle)
-    if args.device:
-        overrides["device"] = _device(args.device)
     try:
         segmenter = Segmenter.from_bundle(bundle, **overrides)
     except ValueError as err:  # not a segmentation bundle (errors inside the config arrive wrapped by MONAI)
@@ -354,25 +354,14 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _config_files(root: Path, config: str) -> list[str]:
-    """The config files of a command: ``evaluate.json`` goes on top of ``inference.json`` when it refers to
-    ids (``@segmenter``) that only ``inference.json`` defines."""
-    import re
+    """The config files of a command, layered as ``medseg.workflows.config_files`` defines (``common.json``
+    under every command, ``evaluate.json`` on top of ``inference.json``)."""
+    from medseg.workflows import config_files
 
-    path = root / "configs" / f"{config}.json"
-    if not path.is_file():
-        raise UsageError(f"bundle {root.name!r} has no configs/{config}.json")
-    files = [str(path)]
-    base = root / "configs" / "inference.json"
-    if config == "evaluate" and base.is_file():
-        text = path.read_text()
-        try:
-            defined = set(json.loads(text))
-        except (ValueError, TypeError) as err:
-            raise UsageError(f"{path}: not valid JSON: {err}") from None
-        referred = {ref.split("#")[0] for ref in re.findall(r"@([A-Za-z_][\w#]*)", text)}
-        if referred - defined:
-            files.insert(0, str(base))
-    return files
+    try:
+        return [str(path) for path in config_files(root, config)]
+    except ValueError as err:
+        raise UsageError(str(err).rstrip(".")) from None
 
 
 def _run_config(args: argparse.Namespace, config: str) -> int:
@@ -387,10 +376,10 @@ def _run_config(args: argparse.Namespace, config: str) -> int:
         overrides["max_epochs"] = args.max_epochs
     if getattr(args, "resume", None) is not None:
         overrides["resume"] = args.resume
-    root = _bundle(args.bundle)
-    files = _config_files(root, config)
     if args.device is not None:
         overrides["device"] = _device(args.device)
+    root = _bundle(args.bundle)
+    files = _config_files(root, config)
     from monai.bundle import run
 
     run(
