@@ -30,7 +30,7 @@ from monai.networks.utils import one_hot
 __all__ = ["DECODE_MARGIN", "ImageCodec", "MaskCodec"]
 
 #: Default :class:`MaskCodec` margin, tuned on the MNI validation slab (``benchmarks/decode_margin.py``).
-DECODE_MARGIN = 0.0
+DECODE_MARGIN = 0.1
 
 
 class MaskCodec:

@@ -17,7 +17,12 @@ def test_binary_encode_maps_background_and_foreground_to_minus_and_plus_one() ->
 def test_binary_decode_clamps_to_unit_interval() -> None:
     x0 = torch.tensor([[[-1.5, -1.0, 0.0, 0.5, 1.0, 3.0]]])
     expected = torch.tensor([[[0.0, 0.0, 0.5, 0.75, 1.0, 1.0]]])
-    torch.testing.assert_close(MaskCodec(1).decode(x0), expected)
+    torch.testing.assert_close(MaskCodec(1, margin=0.0).decode(x0), expected)
+    # the default margin 0.1 (tuned on the validation slab): p = clamp(0.5 + x0 / 1.8, 0, 1)
+    torch.testing.assert_close(
+        MaskCodec(1).decode(torch.tensor([[[-0.95, -0.9, 0.45, 0.5]]])),
+        torch.tensor([[[0.0, 0.0, 0.75, 0.5 + 0.5 / 1.8]]]),
+    )
 
 
 def test_multiclass_label_map_and_onehot_encode_alike() -> None:
@@ -31,7 +36,7 @@ def test_multiclass_label_map_and_onehot_encode_alike() -> None:
 
 
 def test_multiclass_decode_renormalises_and_roundtrips() -> None:
-    codec = MaskCodec(3)
+    codec = MaskCodec(3, margin=0.0)
     label = torch.tensor([[[[0, 1], [2, 1]]]]).float()
     probs = codec.decode(codec.encode(label))
     torch.testing.assert_close(probs, (codec.encode(label) + 1) / 2)
