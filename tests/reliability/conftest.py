@@ -83,7 +83,13 @@ def tiny_bundle(root: Path, network: dict | None = None) -> Path:
     torch.save(model.state_dict(), root / "models" / "model.pt")
     (root / "configs" / "metadata.json").write_text(json.dumps({"version": "0.0.1", "task": "test"}))
     inference = {
-        "imports": ["$import medseg", "$import medseg.workflows"],
+        "imports": [
+            "$import torch",
+            "$import medseg",
+            "$import medseg.data",
+            "$import medseg.engines",
+            "$import medseg.workflows",
+        ],
         "bundle_root": ".",
         "device": "cpu",
         "ckpt_path": "$@bundle_root + '/models/model.pt'",
