@@ -12,6 +12,16 @@ __all__ = ["load_weights"]
 _NESTED_KEYS = ("network", "model", "state_dict")
 
 
+def _load_failure(err: Exception) -> str:
+    """The cause of a failed ``torch.load`` in a few words (torch's own message advises unsafe loading)."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        return "it holds objects other than tensors, which medseg never unpickles, or it is corrupt"
+    if "zip archive" in text or "failed finding central directory" in text:
+        return "truncated or not a PyTorch file"
+    return text.strip().split(". ")[0][:160] or type(err).__name__
+
+
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> torch.nn.Module:
     """Load a state dict into ``network`` with ``torch.load(..., weights_only=True)``.
 
@@ -20,13 +30,18 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, strict: bool
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file cannot be read as weights (truncated, not a checkpoint, or holding objects that
+            ``weights_only`` loading refuses: such files are never unpickled).
         ValueError: if the checkpoint was made for another network or configuration; the message lists the
             missing and unexpected keys and every shape that differs.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found.")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, random bytes, or pickled objects that are not plain tensors
+        raise ValueError(f"{path}: not a readable weights file ({_load_failure(err)}).") from None
     if isinstance(state, dict):
         for key in _NESTED_KEYS:
             if isinstance(state.get(key), dict):
