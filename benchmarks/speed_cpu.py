@@ -95,8 +95,9 @@ def _reference(net: nn.Module) -> nn.Module:
 def _shipped(bundle: str) -> nn.Module:
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLES / bundle / "configs" / "inference.json"))
+    configs = BUNDLES / bundle / "configs"
+    parser = ConfigParser()  # network_def lives in common.json (merged into the others) or inference.json
+    parser.read_config([str(p) for p in (configs / "common.json", configs / "inference.json") if p.is_file()])
     net = parser.get_parsed_content("network_def")
     state = torch.load(BUNDLES / bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(state, strict=True)

@@ -120,8 +120,9 @@ def test_ff_parser_and_group_norm_accept_channels_last():
 
 @pytest.mark.parametrize(("cls", "bundle"), [(MedSegDiffUNet, "medsegdiff"), (SegDiffUNet, "segdiff")])
 def test_shipped_weights_load_and_run_fast(cls, bundle):
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLES / bundle / "configs" / "inference.json"))
+    configs = BUNDLES / bundle / "configs"
+    parser = ConfigParser()  # network_def lives in common.json (merged into the others) or inference.json
+    parser.read_config([str(p) for p in (configs / "common.json", configs / "inference.json") if p.is_file()])
     net = parser.get_parsed_content("network_def")
     assert isinstance(net, cls)
     state = torch.load(BUNDLES / bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
