@@ -30,7 +30,13 @@ from medseg.diffusion.noise_level import NoiseConditioning, check_noise_conditio
 from medseg.diffusion.options import SamplingOptions
 from medseg.diffusion.processes import DiffusionProcess, GaussianProcess, StepOutput, TrainingInputs
 from medseg.diffusion.sampler import EnsembleSampler, SampleOutput, tree_map
-from medseg.diffusion.schedulers import PredictionType, Sampler, SpacedDDIMScheduler, make_scheduler
+from medseg.diffusion.schedulers import (
+    FinalStepDDPMScheduler,
+    PredictionType,
+    Sampler,
+    SpacedDDIMScheduler,
+    make_scheduler,
+)
 from medseg.diffusion.seeding import SEED_HIGH, image_seeds, member_generators, per_member_randn, seed_stream
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "DiffusionProcess",
     "EnergyGuidance",
     "EnsembleSampler",
+    "FinalStepDDPMScheduler",
     "GaussianProcess",
     "Guidance",
     "ImageCodec",

@@ -24,7 +24,7 @@ from monai.utils import StrEnum
 
 from medseg.utils import check_option
 
-__all__ = ["PredictionType", "Sampler", "SpacedDDIMScheduler", "make_scheduler"]
+__all__ = ["FinalStepDDPMScheduler", "PredictionType", "Sampler", "SpacedDDIMScheduler", "make_scheduler"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ class Sampler(StrEnum):
     ``ddpm``: ancestral sampling (Ho et al. 2020). MONAI's DDPM step uses ``t - 1`` as the previous step, so it
     is only exact when sampling with ``num_inference_steps == num_train_timesteps``.
     ``ddim``: DDIM (Song et al. 2021) over any number of steps, ``eta`` sets the stochasticity (0 = deterministic);
-    built as :class:`SpacedDDIMScheduler`.
+    built as :class:`SpacedDDIMScheduler`. With an imperfect network, ``eta=0`` can leave high-frequency noise
+    that grows with the number of steps (Palette JPEG restoration, 50 steps: 13.1 dB at eta 0, 18.2 dB at
+    eta 1); ``eta=1`` draws fresh noise at every step, so later steps correct earlier errors.
     """
 
     DDPM = "ddpm"
@@ -123,6 +125,26 @@ class SpacedDDIMScheduler(DDIMScheduler):
         return prev_sample, pred_x0
 
 
+class FinalStepDDPMScheduler(DDPMScheduler):
+    """MONAI's DDPM whose last step (t = 0) returns the predicted x0 exactly.
+
+    At t = 0 the posterior mean is x0 (coefficients 1 and 0), but MONAI computes ``beta_0 / (1 - alpha_bar_0)``
+    in float32: with ``beta_start=1e-6`` that is ``1e-6 / 1.013e-6``, so an exact denoiser came back as
+    ``0.987 * x0``.
+    """
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """MONAI's step; at ``timestep == 0`` the previous sample is the (clipped) predicted x0."""
+        prev_sample, pred_x0 = super().step(model_output, timestep, sample, generator=generator)
+        return (pred_x0 if int(timestep) == 0 else prev_sample), pred_x0
+
+
 def make_scheduler(
     sampler: str = Sampler.DDIM,
     num_train_timesteps: int = 1000,
@@ -147,7 +169,8 @@ def make_scheduler(
         variance_type: DDPM only, MONAI's ``DDPMVarianceType`` (``fixed_small``, ``fixed_large``, ...).
 
     Returns:
-        A ``DDPMScheduler`` or a :class:`SpacedDDIMScheduler` (MONAI's DDIM stepping on its own grid).
+        A :class:`FinalStepDDPMScheduler` (MONAI's DDPM) or a :class:`SpacedDDIMScheduler` (MONAI's DDIM
+        stepping on its own grid).
 
     Raises:
         ValueError: for an unknown sampler, schedule or prediction type.
@@ -166,7 +189,7 @@ def make_scheduler(
     }
     scheduler: Scheduler
     if sampler == Sampler.DDPM:
-        scheduler = DDPMScheduler(
+        scheduler = FinalStepDDPMScheduler(
             num_train_timesteps=num_train_timesteps,
             schedule=schedule,
             variance_type=variance_type,
