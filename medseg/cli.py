@@ -354,37 +354,14 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _config_files(root: Path, config: str) -> list[str]:
-    """The config files of a command, bottom first.
+    """The config files of a command, bottom first, as ``medseg.workflows.config_files`` layers them
+    (``common.json`` under every command, ``evaluate.json`` on top of ``inference.json``)."""
+    from medseg.workflows import config_files
 
-    The bundles' own layering (``medseg.workflows.bundles.config_files``: ``common.json`` under every command,
-    ``evaluate.json`` on top of ``inference.json``) where it exists; otherwise ``<config>.json``, with
-    ``evaluate.json`` put on top of ``inference.json`` when it refers to ids (``@segmenter``) only that defines.
-    """
-    from medseg.workflows import bundles
-
-    layered = getattr(bundles, "config_files", None)
-    if layered is not None:
-        try:
-            return [str(f) for f in layered(root, config)]
-        except ValueError as err:
-            raise UsageError(_first_line(err, with_type=False)) from err
-    import re
-
-    path = root / "configs" / f"{config}.json"
-    if not path.is_file():
-        raise UsageError(f"bundle {root.name!r} has no configs/{config}.json")
-    files = [str(path)]
-    base = root / "configs" / "inference.json"
-    if config == "evaluate" and base.is_file():
-        text = path.read_text()
-        try:
-            defined = set(json.loads(text))
-        except (ValueError, TypeError) as err:
-            raise UsageError(f"{path}: not valid JSON: {err}") from None
-        referred = {ref.split("#")[0] for ref in re.findall(r"@([A-Za-z_][\w#]*)", text)}
-        if referred - defined:
-            files.insert(0, str(base))
-    return files
+    try:
+        return [str(f) for f in config_files(root, config)]
+    except ValueError as err:
+        raise UsageError(_first_line(err, with_type=False)) from err
 
 
 def _run_config(args: argparse.Namespace, config: str) -> int:

@@ -1,7 +1,7 @@
 """User-facing workflows: the ``Segmenter`` and ``Translator`` predictors, batch segmentation to files, bundle lookup."""
 
 from medseg.workflows.batch import CaseOutcome, collect_cases, safe_case_name, segment_files, write_result
-from medseg.workflows.bundles import bundle_parser, bundle_path, list_bundles
+from medseg.workflows.bundles import bundle_parser, bundle_path, config_files, list_bundles
 from medseg.workflows.predictor import Predictor, resolve_device
 from medseg.workflows.segmenter import SegmentationResult, Segmenter
 from medseg.workflows.translator import TranslationOutput, Translator
@@ -16,6 +16,7 @@ __all__ = [
     "bundle_parser",
     "bundle_path",
     "collect_cases",
+    "config_files",
     "list_bundles",
     "resolve_device",
     "safe_case_name",

@@ -10,7 +10,18 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-__all__ = ["bundle_parser", "bundle_path", "list_bundles"]
+__all__ = ["CONFIG_LAYERS", "bundle_parser", "bundle_path", "config_files", "list_bundles"]
+
+# The config files each command reads, bottom first, as MONAI layers them (a later file replaces the top-level
+# keys of an earlier one). ``common.json`` (imports, classes, preprocessing, network, the diffusion recipe) is
+# under every command, so training and sampling cannot drift apart; ``evaluate.json`` holds only what evaluation
+# adds to inference. A config not named here is read on top of ``common.json`` alone.
+CONFIG_LAYERS: dict[str, tuple[str, ...]] = {
+    "train": ("common", "train"),
+    "multi_gpu_train": ("common", "train", "multi_gpu_train"),
+    "inference": ("common", "inference"),
+    "evaluate": ("common", "inference", "evaluate"),
+}
 
 
 def _bundles_root() -> Path:
@@ -44,21 +55,46 @@ def bundle_path(bundle: str | os.PathLike) -> Path:
     raise ValueError(f"no bundle {str(bundle)!r}; known bundles: {', '.join(list_bundles()) or 'none'}.")
 
 
-def bundle_parser(bundle: str | os.PathLike, config: str = "inference", **overrides: Any) -> ConfigParser:
-    """A ``ConfigParser`` over a bundle's ``configs/<config>.json`` (plus metadata), with overrides applied.
+def config_files(bundle: str | os.PathLike, config: str) -> list[Path]:
+    """The config files of a command, bottom first, as ``--config_file`` takes them (see ``CONFIG_LAYERS``).
+
+    ``python -m monai.bundle run --config_file "['configs/common.json','configs/inference.json']"`` reads what
+    ``config_files(bundle, "inference")`` names. A bundle without ``common.json`` (written before it existed)
+    gets the other layers only.
 
     Args:
         bundle: bundle name or folder.
-        config: config file stem, e.g. ``inference``, ``train``, ``evaluate``.
+        config: command name: ``train``, ``multi_gpu_train``, ``inference``, ``evaluate`` (or any other
+            config file stem, read on top of ``common.json``).
+
+    Raises:
+        ValueError: for an unknown bundle, or a bundle that lacks one of the command's config files.
+    """
+    root = bundle_path(bundle)
+    files = []
+    for stem in CONFIG_LAYERS.get(config, ("common", config)):
+        path = root / "configs" / f"{stem}.json"
+        if path.is_file():
+            files.append(path)
+        elif stem != "common":
+            raise ValueError(f"bundle {root.name!r} has no configs/{stem}.json.")
+    return files
+
+
+def bundle_parser(bundle: str | os.PathLike, config: str = "inference", **overrides: Any) -> ConfigParser:
+    """A ``ConfigParser`` over a bundle's config files for a command (``config_files``, plus the metadata), with
+    overrides applied.
+
+    Args:
+        bundle: bundle name or folder.
+        config: command name, e.g. ``inference``, ``train``, ``evaluate``.
         overrides: config ids and values, as ``--key value`` would give on ``python -m monai.bundle run``.
     """
     root = bundle_path(bundle)
-    path = root / "configs" / f"{config}.json"
-    if not path.is_file():
-        raise ValueError(f"bundle {root.name!r} has no configs/{config}.json.")
+    files = config_files(root, config)
     parser = ConfigParser()
     parser.read_meta(root / "configs" / "metadata.json")
-    parser.read_config(path)
+    parser.read_config([str(f) for f in files])
     parser["bundle_root"] = str(root)
     for key, value in overrides.items():
         parser[key] = value

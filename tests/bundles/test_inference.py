@@ -1,4 +1,5 @@
-"""Each bundle's inference.json and evaluate.json run end to end with MONAI's runner; verify_net_in_out passes."""
+"""Each segmentation bundle's inference and evaluate commands (common.json + inference.json [+ evaluate.json]) run
+end to end with MONAI's runner; verify_net_in_out passes."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow, run, verify_net_in_out
 
-from tests.bundles.conftest import (
+from tests.helpers import (
     BUNDLE_NAMES,
     BUNDLES,
     TINY_NETWORKS,
     bundle_cli,
+    layered,
     run_bundle,
     tiny_inference_overrides,
 )
@@ -24,7 +26,7 @@ def tiny_weights(request, tmp_path_factory) -> tuple[str, str]:
     """(bundle, path) of a tiny network's weights with non-trivial values (the zero-initialised outputs perturbed)."""
     bundle = request.param
     parser = ConfigWorkflow(
-        config_file=str(BUNDLES / bundle / "configs" / "inference.json"),
+        config_file=layered(bundle, "inference"),
         logging_file=False,
         workflow_type="infer",
         **TINY_NETWORKS[bundle],
@@ -42,7 +44,7 @@ def tiny_weights(request, tmp_path_factory) -> tuple[str, str]:
 def test_inference_segments_the_test_list(tiny_weights, tiny_datalist: str, tmp_path: Path) -> None:
     bundle, ckpt = tiny_weights
     run(
-        config_file=str(BUNDLES / bundle / "configs" / "inference.json"),
+        config_file=layered(bundle, "inference"),
         meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
         logging_file=str(BUNDLES / bundle / "configs" / "logging.conf"),
         **tiny_inference_overrides(bundle, tiny_datalist, str(tmp_path), ckpt),
@@ -66,7 +68,7 @@ def test_evaluate_writes_per_class_means(tiny_weights, tiny_datalist: str, tmp_p
     bundle, ckpt = tiny_weights
     configs = BUNDLES / bundle / "configs"
     workflow = ConfigWorkflow(
-        config_file=[str(configs / "inference.json"), str(configs / "evaluate.json")],
+        config_file=layered(bundle, "evaluate"),
         meta_file=str(configs / "metadata.json"),
         logging_file=False,
         workflow_type="infer",
@@ -87,9 +89,8 @@ def test_evaluate_refuses_an_unlabelled_list(tiny_weights, tiny_datalist: str, t
     data = json.loads(Path(tiny_datalist).read_text())
     folder = Path(tiny_datalist).parent
     unlabelled.write_text(json.dumps({"test": [{"image": str(folder / data["test"][0]["image"])}]}))
-    configs = BUNDLES / bundle / "configs"
     workflow = ConfigWorkflow(
-        config_file=[str(configs / "inference.json"), str(configs / "evaluate.json")],
+        config_file=layered(bundle, "evaluate"),
         logging_file=False,
         workflow_type="infer",
         **tiny_inference_overrides(bundle, str(unlabelled), str(tmp_path / "out"), ckpt),
@@ -113,7 +114,7 @@ def test_verify_net_in_out_with_the_single_input_model(tiny_weights) -> None:
     verify_net_in_out(
         net_id="segmentation_model",
         meta_file=str(configs / "metadata.json"),
-        config_file=str(configs / "inference.json"),
+        config_file=layered(bundle, "inference"),
         device="cpu",
         n=2,
         **overrides,
@@ -123,7 +124,7 @@ def test_verify_net_in_out_with_the_single_input_model(tiny_weights) -> None:
         verify_net_in_out(
             net_id="segmentation_model",
             meta_file=str(configs / "metadata.json"),
-            config_file=str(configs / "inference.json"),
+            config_file=layered(bundle, "inference"),
             device="cpu",
             n=2,
             **{"_meta_#network_data_format#outputs#pred#num_channels": 2},
@@ -141,7 +142,7 @@ def test_verify_net_in_out_command_on_the_shipped_weights(bundle: str) -> None:
             {
                 "net_id": "segmentation_model",
                 "meta_file": str(root / "configs" / "metadata.json"),
-                "config_file": str(root / "configs" / "inference.json"),
+                "config_file": layered(bundle, "inference"),
                 "bundle_root": str(root),
                 "device": "cpu",
                 "n": 4,
@@ -163,7 +164,7 @@ def test_num_threads_override_sets_torch_threads(bundle: str, config: str) -> No
         for threads, expected in ((1, 1), (None, 2)):  # None leaves the 2 threads set before
             torch.set_num_threads(2)
             ConfigWorkflow(
-                config_file=str(BUNDLES / bundle / "configs" / f"{config}.json"),
+                config_file=layered(bundle, config),
                 logging_file=False,
                 workflow_type="infer" if config == "inference" else "train",
                 num_threads=threads,

@@ -7,19 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bundles.conftest import BUNDLES, tiny_train_overrides, torchrun_train
+from tests.helpers import tiny_train_overrides, torchrun_train
 
 
 @pytest.mark.parametrize("bundle, patience", [("medsegdiff", 10), ("segdiff", 0)])
 def test_torchrun_two_processes_gloo(bundle: str, patience: int, tiny_datalist: str, tmp_path: Path) -> None:
     """Also with early stopping off: rank 0's checkpoint handlers must not wait on a collective call that
     rank 1 never makes (multi_gpu_train.json synchronises the ranks once after the process group starts)."""
-    configs = BUNDLES / bundle / "configs"
     overrides = tiny_train_overrides(bundle, tiny_datalist, str(tmp_path))
     overrides.pop("device")  # multi_gpu_train.json picks the device per rank
     overrides["batch_size"] = 1
     overrides["patience"] = patience
-    result = torchrun_train(configs, overrides)
+    result = torchrun_train(bundle, overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     # 3 training slices split over 2 ranks (DistributedSampler pads to 2 each): 2 iterations of batch 1
     final = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)

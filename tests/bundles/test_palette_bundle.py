@@ -1,4 +1,4 @@
-"""The Palette bundle: every task trains, samples and evaluates through its configs on tiny sizes."""
+"""The Palette bundle: every task trains, samples and evaluates through its layered configs on tiny sizes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 
-from tests.bundles.conftest import REPO, bundle_cli, run_bundle, torchrun_train
+from tests.helpers import BUNDLES, bundle_cli, layered, run_bundle, torchrun_train
 
-BUNDLE = REPO / "bundles" / "palette"
+BUNDLE = BUNDLES / "palette"
 TASKS = ("inpainting", "uncropping", "jpeg", "colorization")
 
 TINY = {
@@ -30,27 +30,17 @@ TINY = {
 
 def _run(config: str, overrides: dict) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / config))
+    parser.read_config(layered("palette", config))
     parser.update({**TINY, **overrides})
     parser.get_parsed_content("initialize", default=[])
     parser.get_parsed_content("run")
     return parser
 
 
-def test_metadata_and_files_follow_the_bundle_contract() -> None:
-    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
-    for key in ("version", "monai_version", "pytorch_version", "task", "references", "network_data_format"):
-        assert key in meta
-    for name in ("train.json", "multi_gpu_train.json", "inference.json", "evaluate.json", "logging.conf"):
-        assert (BUNDLE / "configs" / name).is_file()
-    assert (BUNDLE / "docs" / "README.md").is_file() and (BUNDLE / "LICENSE").is_file()
-    assert 0 < (BUNDLE / "models" / "model.pt").stat().st_size < 10 * 2**20
-
-
 @pytest.mark.parametrize("task", TASKS)
 def test_task_trains_samples_and_evaluates(task: str, tmp_path: Path) -> None:
     train = _run(
-        "train.json",
+        "train",
         {
             "task": task,
             "output_dir": str(tmp_path / "run"),
@@ -75,18 +65,18 @@ def test_task_trains_samples_and_evaluates(task: str, tmp_path: Path) -> None:
         "steps": 2,
         "crops_per_image": 2,  # two test crops of the one held-out photograph
     }
-    _run("inference.json", {**common, "output_dir": str(tmp_path / "out"), "ensemble": 2})
+    _run("inference", {**common, "output_dir": str(tmp_path / "out"), "ensemble": 2})
     suffix = ".png" if task == "colorization" else ".nii.gz"
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert "figure.png" in files and any(f.endswith(f"_sample1{suffix}") for f in files)
-    _run("evaluate.json", {**common, "output_dir": str(tmp_path / "eval"), "ensemble": 2})
+    _run("evaluate", {**common, "output_dir": str(tmp_path / "eval"), "ensemble": 2})
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["num_images"] == 2 and metrics["baselines"]
 
 
 def test_shipped_inpainting_weights_load_and_keep_the_known_region(tmp_path: Path) -> None:
     parser = _run(
-        "inference.json",
+        "inference",
         {
             "image_size": [48, 56],
             "downsample": 4,
@@ -118,7 +108,7 @@ def test_shipped_inpainting_weights_load_and_keep_the_known_region(tmp_path: Pat
 def tiny_weights(tmp_path_factory) -> str:
     """Path of a tiny inpainting network's weights with non-trivial values (the zero-initialised outputs perturbed)."""
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.read_config(layered("palette", "inference"))
     parser.update(TINY)
     network = parser.get_parsed_content("network_def")
     torch.manual_seed(0)
@@ -136,7 +126,7 @@ def test_verify_net_in_out_with_the_translation_model(tiny_weights: str) -> None
     common = {
         "net_id": "translation_model",
         "meta_file": str(configs / "metadata.json"),
-        "config_file": str(configs / "inference.json"),
+        "config_file": layered("palette", "inference"),
         "device": "cpu",
         "n": 4,  # metadata says 4*n: 16 x 16
     }
@@ -160,7 +150,7 @@ def test_verify_net_in_out_command_on_the_shipped_weights() -> None:
             {
                 "net_id": "translation_model",
                 "meta_file": "configs/metadata.json",
-                "config_file": "configs/inference.json",
+                "config_file": "['configs/common.json','configs/inference.json']",
                 "bundle_root": ".",
                 "device": "cpu",
                 "n": 4,
@@ -175,7 +165,6 @@ def test_verify_net_in_out_command_on_the_shipped_weights() -> None:
 
 def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     """multi_gpu_train.json: DistributedDataParallel under torchrun, two CPU processes with gloo."""
-    configs = BUNDLE / "configs"
     overrides = {
         **TINY,
         "slice_step": 8,  # 9 training slices, 2 validation slices: at least one per rank
@@ -185,7 +174,7 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
         "val_interval": 1,
         "val_steps": 2,
     }
-    result = torchrun_train(configs, overrides)
+    result = torchrun_train("palette", overrides)
     assert result.returncode == 0, result.stderr[-4000:]
     # 9 training slices split over 2 ranks (DistributedSampler pads to 5 each): 2 iterations of batch 4
     final = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
@@ -193,7 +182,7 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     # saved from the DDP wrapper without its "module." prefix, so a plain network loads it
     assert not any(k.startswith("module.") for k in final["network"])
     parser = ConfigParser()
-    parser.read_config(str(configs / "inference.json"))
+    parser.read_config(layered("palette", "inference"))
     parser.update(TINY)
     from medseg.networks.weights import load_weights
 

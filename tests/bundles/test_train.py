@@ -1,4 +1,4 @@
-"""Each bundle's train.json runs end to end on tiny data, saves what it promises and resumes after an interruption."""
+"""Each segmentation bundle's train command (common.json + train.json) runs end to end on tiny data, saves what it promises and resumes after an interruption."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from tests.bundles.conftest import BUNDLE_NAMES, BUNDLES, tiny_train_overrides
+from tests.helpers import BUNDLE_NAMES, BUNDLES, layered, tiny_train_overrides
 
 
 def _workflow(bundle: str, datalist: str, output_dir: Path, **extra) -> ConfigWorkflow:
     overrides = {**tiny_train_overrides(bundle, datalist, str(output_dir)), **extra}
     workflow = ConfigWorkflow(
-        config_file=str(BUNDLES / bundle / "configs" / "train.json"),
+        config_file=layered(bundle, "train"),
         meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type="train",

@@ -18,7 +18,7 @@ from medseg.translation import (
     save_translation_outputs,
     translation_metrics,
 )
-from tests.translation.conftest import tiny_palette_net
+from tests.helpers import tiny_palette_net
 
 
 def _result(samples: torch.Tensor, task: str = "inpainting") -> TranslationResult:

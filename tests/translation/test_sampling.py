@@ -11,7 +11,7 @@ from medseg.engines import ConditionalDiffusionPrepareBatch
 from medseg.inferers import ConditionalDiffusionInferer
 from medseg.losses import DiffusionLoss
 from medseg.translation import palette_transforms, translate
-from tests.translation.conftest import tiny_palette_net
+from tests.helpers import tiny_palette_net
 
 
 def test_known_region_is_unchanged_after_sampling_and_the_region_is_generated() -> None:

@@ -8,7 +8,7 @@ import torch
 from medseg.diffusion import ImageCodec, make_scheduler
 from medseg.inferers import SamplingModel
 from medseg.translation import translate
-from tests.translation.conftest import tiny_palette_net
+from tests.helpers import tiny_palette_net
 
 
 def _scheduler():

@@ -10,7 +10,7 @@ from medseg.diffusion import make_scheduler
 from medseg.inferers import SamplingModel
 from medseg.workflows import Translator
 from medseg.workflows.bundles import bundle_path
-from tests.translation.conftest import tiny_palette_net
+from tests.helpers import tiny_palette_net
 
 matplotlib.use("Agg")
 
