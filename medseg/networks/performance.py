@@ -165,6 +165,8 @@ class FastInference(nn.Module):
         self.dtype = dtype
         self.compiled = bool(compile)
         self._run: Callable[..., Any] = torch.compile(network) if compile else network
+        if hasattr(network, "encode_condition"):  # only then, so callers can tell a caching network by it
+            self.encode_condition = self._encode_condition
 
     def extra_repr(self) -> str:
         return (
@@ -174,7 +176,7 @@ class FastInference(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """The path this wrapper runs: ``{"precision", "memory_format", "compiled", "native_bf16"}``."""
-        device = next(self.network.parameters()).device
+        device = _device(self.network)
         return {
             "precision": str(self.dtype).removeprefix("torch."),
             "memory_format": MemoryFormat.CHANNELS_LAST.value
@@ -204,7 +206,7 @@ class FastInference(nn.Module):
         args = [self._prepare(a) for a in args]
         kwargs = {k: self._prepare(v) for k, v in kwargs.items()}
         reference = next((a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)), None)
-        device = reference.device if reference is not None else next(self.network.parameters()).device
+        device = reference.device if reference is not None else _device(self.network)
         in_dtype = next(
             (
                 a.dtype
@@ -223,12 +225,15 @@ class FastInference(nn.Module):
         """The network's forward on the prepared inputs; output contiguous, in the first floating input's dtype."""
         return self._call(self._run, args, kwargs)
 
-    def encode_condition(self, image: torch.Tensor) -> torch.Tensor:
+    def _encode_condition(self, image: torch.Tensor) -> Any:
         """The wrapped network's ``encode_condition`` (SegDiff's cached ``G(I)``), under the same settings."""
-        encode = getattr(self.network, "encode_condition", None)
-        if encode is None:
-            raise AttributeError(f"{type(self.network).__name__} has no encode_condition.")
-        return self._call(encode, (image,), {})
+        return self._call(self.network.encode_condition, (image,), {})
+
+
+def _device(network: nn.Module) -> torch.device:
+    """The device of the network's first parameter (the CPU for a network without parameters)."""
+    first = next(network.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _spatial_dims(network: nn.Module, spatial_dims: int | None) -> int:
@@ -293,7 +298,7 @@ def prepare_for_inference(
         raise ValueError(f"trials must be >= 1, got {trials}.")
     dims = _spatial_dims(network, spatial_dims)
     network.eval()
-    device = next(network.parameters()).device
+    device = _device(network)
     native = native_bf16(device)
     if prec == Precision.BFLOAT16 and not native:
         logger.warning(

@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medseg.data import load_image
+from medseg.data import MedsegDataError, load_image
 from medseg.diffusion import DECODE_MARGIN, MaskCodec, Sampler, SamplingOptions, make_scheduler
 from medseg.ensemble import ensemble_prediction, probability_to_mask
 from medseg.inferers import VolumeOutput, slicewise_inference, sliding_window_ensemble_inference
+from medseg.networks.performance import prepare_for_inference
 from medseg.networks.weights import load_weights
 from medseg.transforms import inference_transforms
+from medseg.workflows.bundles import bundle_path
 from medseg.workflows.predictor import Predictor, resolve_device
 
 __all__ = ["SegmentationResult", "Segmenter"]
@@ -46,6 +51,9 @@ class SegmentationResult:
         members: ``(M, C, *spatial)`` member probabilities, or None when not kept.
         class_names: one name per label value.
         network_evaluations: items passed through the network (members x steps x slices).
+        dicom_seg: what DICOM outputs record about the model: ``algorithm_name``, ``algorithm_version`` and
+            per-class ``segments`` codes (from the bundle's ``metadata.json``; see
+            :func:`medseg.data.segment_codes`).
     """
 
     image: torch.Tensor
@@ -55,6 +63,106 @@ class SegmentationResult:
     members: torch.Tensor | None = None
     class_names: tuple[str, ...] = ()
     network_evaluations: int = 0
+    dicom_seg: dict[str, Any] = field(default_factory=dict)
+
+    def _dicom_source(
+        self, source_series: str | os.PathLike | None, series_uid: str | None
+    ) -> tuple[str, str | None]:
+        if source_series is not None:
+            return str(source_series), series_uid
+        meta = getattr(self.image, "meta", {})
+        if "dicom_series_uid" not in meta:
+            raise MedsegDataError(
+                f"{meta.get('filename_or_obj', 'the input')}: not a DICOM series; pass source_series (the DICOM "
+                "folder the mask was computed on)"
+            )
+        return str(meta["filename_or_obj"]), series_uid or str(meta["dicom_series_uid"])
+
+    def _on_volume(self, t: torch.Tensor) -> torch.Tensor:
+        """A map on a volume grid: a planar result gets its singleton slice axis back."""
+        return t.unsqueeze(-1) if t.ndim == self.image.ndim - 1 else t
+
+    def save_dicom_seg(
+        self,
+        path: str | os.PathLike,
+        source_series: str | os.PathLike | None = None,
+        encoding: str = "binary",
+        series_uid: str | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write the segmentation as a DICOM-SEG that references the source series' instances.
+
+        One segment per foreground class, coded as the bundle's metadata says (grey and white matter get
+        SNOMED CT codes, other classes a generic one); see :func:`medseg.data.write_dicom_seg`.
+
+        Args:
+            path: destination ``.dcm`` file.
+            source_series: the DICOM folder (or file) the image was read from; default: the input's own path,
+                when the input was a DICOM series.
+            encoding: ``binary`` (the mask) or ``fractional`` (the fused class probabilities).
+            series_uid: SeriesInstanceUID of the source in a folder of several series (default: the input's).
+            overwrite: replace an existing file.
+
+        Returns:
+            the written path.
+
+        Raises:
+            MedsegDataError: the input was not a DICOM series and no ``source_series`` is given, or the maps
+                are not on the source series' grid.
+        """
+        from medseg.data import write_dicom_seg
+
+        source, uid = self._dicom_source(source_series, series_uid)
+        array = self.mask if encoding == "binary" else self.probability
+        return write_dicom_seg(
+            path,
+            self._on_volume(torch.as_tensor(array)),
+            source,
+            class_names=self.class_names,
+            encoding=encoding,
+            affine=self.image.affine if isinstance(self.image, MetaTensor) else None,
+            series_uid=uid,
+            codes=self.dicom_seg.get("segments"),
+            algorithm_name=self.dicom_seg.get("algorithm_name", "medseg"),
+            algorithm_version=self.dicom_seg.get("algorithm_version", ""),
+            overwrite=overwrite,
+        )
+
+    def save_dicom_uncertainty(
+        self,
+        path: str | os.PathLike,
+        source_series: str | os.PathLike | None = None,
+        kind: str = "predictive_entropy",
+        series_uid: str | None = None,
+        overwrite: bool = False,
+    ) -> Path:
+        """Write one uncertainty map as a DICOM Parametric Map of the source series (float32 voxels).
+
+        Args:
+            path: destination ``.dcm`` file.
+            source_series: as in :meth:`save_dicom_seg`.
+            kind: which map of ``uncertainty`` (``predictive_entropy``, ``mutual_information``, ...).
+            series_uid: as in :meth:`save_dicom_seg`.
+            overwrite: replace an existing file.
+        """
+        from medseg.data import write_dicom_parametric_map
+
+        if kind not in self.uncertainty:
+            raise MedsegDataError(f"no uncertainty map {kind!r}; this result has {sorted(self.uncertainty)}")
+        source, uid = self._dicom_source(source_series, series_uid)
+        unit = "" if kind == "variance" else " (nats)"
+        return write_dicom_parametric_map(
+            path,
+            self._on_volume(torch.as_tensor(self.uncertainty[kind])),
+            source,
+            label=kind.upper()[:16],
+            explanation=f"{kind.replace('_', ' ')} of the ensemble{unit}",
+            affine=self.image.affine if isinstance(self.image, MetaTensor) else None,
+            series_uid=uid,
+            algorithm_name=self.dicom_seg.get("algorithm_name", "medseg"),
+            algorithm_version=self.dicom_seg.get("algorithm_version", ""),
+            overwrite=overwrite,
+        )
 
     def plot(self, slice_index: int | None = None, axis: int = -1, path: str | os.PathLike | None = None):
         """Figure of image, mask overlay and uncertainty (see :func:`medseg.visualize.overlay_figure`)."""
@@ -102,6 +210,8 @@ class Segmenter(Predictor):
         max_batch: most items per network call (None: all members of a batch at once).
         device: where the network runs; None picks CUDA when available.
         decode_margin: samples within this of -1 / +1 decode to probability 0 / 1 (:class:`MaskCodec`).
+        precision: ``float32``, ``bfloat16`` or ``auto`` (bf16 where the hardware has it natively; see
+            :func:`medseg.networks.performance.prepare_for_inference`).
 
     ``Segmenter.from_bundle("medsegdiff")`` builds the one a bundle's ``inference.json`` defines (its
     ``segmenter`` entry); overrides are config keys (``device="cpu"``, ``ckpt_path=...``).
@@ -140,6 +250,7 @@ class Segmenter(Predictor):
         max_batch: int | None = None,
         device: str | torch.device | None = None,
         decode_margin: float = DECODE_MARGIN,
+        precision: str = "float32",
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -154,7 +265,10 @@ class Segmenter(Predictor):
         self.device = resolve_device(device)
         if checkpoint is not None:
             load_weights(network, checkpoint)
-        self.network = network.to(self.device).eval()
+        # fused activations and channels_last on this machine; fp32 unless bf16 is asked for (and native)
+        self.network = prepare_for_inference(
+            network.to(self.device), precision=precision, spatial_dims=spatial_dims
+        )
         self.spatial_dims = spatial_dims
         self.num_channels = int(num_channels)
         self.class_names = names or tuple(f"class_{i}" for i in range(num_labels))
@@ -183,6 +297,16 @@ class Segmenter(Predictor):
         self.fusion = fusion
         self.codec = MaskCodec(num_channels, margin=decode_margin)
         self.batch_size = batch_size
+        self.dicom_seg: dict[str, Any] = {}  # from_bundle fills it from the bundle's metadata.json
+
+    @classmethod
+    def from_bundle(cls, bundle: str | os.PathLike | None = None, **overrides: Any) -> Segmenter:
+        """The segmenter a bundle's ``inference.json`` defines (see :meth:`Predictor.from_bundle`), with what its
+        ``metadata.json`` says for DICOM outputs: the algorithm name (the bundle folder's name) and version, and
+        the per-class codes of its ``"dicom_seg": {"segments": {...}}`` entry."""
+        segmenter = super().from_bundle(bundle, **overrides)
+        segmenter.dicom_seg = _bundle_dicom_seg(bundle or cls.default_bundle)
+        return segmenter
 
     @torch.no_grad()
     def __call__(
@@ -195,12 +319,15 @@ class Segmenter(Predictor):
         seed: int | None = None,
         keep_members: bool = True,
         progress: bool = False,
+        series_uid: str | None = None,
     ) -> SegmentationResult:
         """Segment one image.
 
         Args:
-            image: a path ``load_image`` reads (NIfTI, DICOM file or series folder, .npy), or a channel-first
-                array/tensor ``(C_img, *spatial)`` (2D or 3D; a MetaTensor keeps its geometry).
+            image: a path ``load_image`` reads (NIfTI, DICOM file or series folder, .npy), a list of paths (the
+                channels of one image: modalities, nnU-Net ``case_0000``, ``case_0001``), or a channel-first
+                array/tensor ``(C_img, *spatial)`` (2D or 3D; a MetaTensor keeps its geometry). The channel
+                count must be the network's ``in_channels``.
             ensemble: members M (default from the bundle).
             steps: sampling steps K.
             sampler: ``ddim`` or ``ddpm``.
@@ -208,11 +335,16 @@ class Segmenter(Predictor):
             seed: seed of the members' noise.
             keep_members: keep the ``(M, C, *spatial)`` members on the result.
             progress: tqdm bar over sampling steps.
+            series_uid: SeriesInstanceUID to segment in a DICOM folder that holds several series.
+
+        Raises:
+            MedsegDataError: an unreadable image, or one whose channel count is not the network's.
         """
         given = {"ensemble": ensemble, "steps": steps, "seed": seed, "progress": progress}
         options = self.options.updated(**{k: v for k, v in given.items() if v is not None})
         fusion = fusion or self.fusion
-        original = self._as_image(image)
+        original = self._as_image(image, series_uid)
+        self._check_channels(original)
         planar = original.ndim == 3  # (C, H, W): a 2D image is a volume of one slice
         volume = original.unsqueeze(-1) if planar else original
         if planar and self.spatial_dims == 3:
@@ -238,11 +370,20 @@ class Segmenter(Predictor):
         result = self._to_input_grid(out, prepared, original)
         if planar:
             result = _squeeze_last(result)
+        result.dicom_seg = dict(self.dicom_seg)
         return result
 
-    def _as_image(self, image: str | os.PathLike | np.ndarray | torch.Tensor) -> MetaTensor:
-        if isinstance(image, (str, os.PathLike)):
-            return load_image(image)
+    def _as_image(
+        self,
+        image: str | os.PathLike | Sequence[str | os.PathLike] | np.ndarray | torch.Tensor,
+        series_uid: str | None,
+    ) -> MetaTensor:
+        if isinstance(image, (str, os.PathLike)) or (
+            isinstance(image, (list, tuple))
+            and image
+            and all(isinstance(p, (str, os.PathLike)) for p in image)
+        ):
+            return load_image(image, series_uid=series_uid)
         if isinstance(image, MetaTensor):
             return image.float()
         tensor = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image).float()
@@ -251,6 +392,25 @@ class Segmenter(Predictor):
                 f"image must be channel-first (C, H, W) or (C, X, Y, Z), got shape {tuple(tensor.shape)}."
             )
         return MetaTensor(tensor)
+
+    def _check_channels(self, image: MetaTensor) -> None:
+        """The image's channel count against the network's ``in_channels``, named in the error."""
+        expected = getattr(self.network, "in_channels", None)
+        if not isinstance(expected, int) or image.shape[0] == expected:
+            return
+        meta = image.meta if isinstance(image, MetaTensor) else {}
+        files = meta.get("channel_files") or [meta.get("filename_or_obj", "image")]
+        hint = (
+            "give the modalities as a list of files, nnU-Net channel files (case_0000, case_0001, ...) or a 4D NIfTI"
+            if image.shape[0] < expected
+            else "give one single-channel file per case"
+            if expected == 1
+            else f"give exactly {expected} channel files per case"
+        )
+        raise MedsegDataError(
+            f"{', '.join(map(str, files))}: {image.shape[0]} image channel(s), but the network of this bundle takes "
+            f"{expected} ({hint})"
+        )
 
     def _to_input_grid(
         self, out: VolumeOutput, prepared: MetaTensor, original: MetaTensor
@@ -281,6 +441,21 @@ class Segmenter(Predictor):
         )
 
 
+def _bundle_dicom_seg(bundle: str | os.PathLike) -> dict[str, Any]:
+    """Algorithm name and version and the per-class codes that a bundle's metadata gives DICOM outputs."""
+    root = bundle_path(bundle)
+    try:
+        meta = json.loads((root / "configs" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    entry = meta.get("dicom_seg") if isinstance(meta.get("dicom_seg"), dict) else {}
+    return {
+        "algorithm_name": str(entry.get("algorithm_name") or root.name),
+        "algorithm_version": str(entry.get("algorithm_version") or meta.get("version") or ""),
+        "segments": entry.get("segments") or {},
+    }
+
+
 def _fuse(members: torch.Tensor, fusion: str, keep_members: bool) -> dict[str, torch.Tensor]:
     """The reduction each batch of slices gets: fused probability and uncertainty maps (and the members).
 
@@ -306,4 +481,5 @@ def _squeeze_last(result: SegmentationResult) -> SegmentationResult:
         members=sq(result.members),
         class_names=result.class_names,
         network_evaluations=result.network_evaluations,
+        dicom_seg=result.dicom_seg,
     )
