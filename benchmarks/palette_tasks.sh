@@ -18,7 +18,7 @@ bundle=bundles/palette
 mkdir -p "$out/runs" "$out/eval" "$out/logs"
 
 for task in "${tasks[@]}"; do
-  python -m monai.bundle run --config_file $bundle/configs/train.json --bundle_root $bundle \
+  python -m monai.bundle run --config_file "['$bundle/configs/common.json','$bundle/configs/train.json']" --bundle_root $bundle \
     --logging_file $bundle/configs/logging.conf --task "$task" --output_dir "$out/runs/$task" \
     --batch_size 32 --ema_decay 0.999 --max_epochs 1000000 --time_limit "$seconds" \
     --val_interval 500 --save_interval 500 --num_workers 3 $train_args >"$out/logs/train_$task.log" 2>&1 &
@@ -27,9 +27,9 @@ wait
 
 for task in "${tasks[@]}"; do
   ckpt=$(ls "$out/runs/$task"/model*.pt | head -1)
-  python -m monai.bundle run --config_file $bundle/configs/evaluate.json --bundle_root $bundle --task "$task" \
+  python -m monai.bundle run --config_file "['$bundle/configs/common.json','$bundle/configs/inference.json','$bundle/configs/evaluate.json']" --bundle_root $bundle --task "$task" \
     --ckpt_path "$ckpt" --output_dir "$out/eval/${task}_ddim50" $eval_args >"$out/logs/eval_${task}_ddim50.log" 2>&1 &
-  python -m monai.bundle run --config_file $bundle/configs/evaluate.json --bundle_root $bundle --task "$task" \
+  python -m monai.bundle run --config_file "['$bundle/configs/common.json','$bundle/configs/inference.json','$bundle/configs/evaluate.json']" --bundle_root $bundle --task "$task" \
     --ckpt_path "$ckpt" --output_dir "$out/eval/${task}_ddpm100" --sampler ddpm --sampling_timesteps 100 \
     --sampling_beta_start 0.001 --sampling_beta_end 0.2 --steps 100 $eval_args \
     >"$out/logs/eval_${task}_ddpm100.log" 2>&1 &
