@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from medseg.data.errors import MedsegDataError
 from medseg.data.writers import atomic_write
+from medseg.networks.weights import load_failure, state_dict_mismatch
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -112,16 +112,6 @@ class _EngineScaler:
         scaler.load_state_dict(state_dict)
 
 
-def _cause(err: BaseException) -> str:
-    if isinstance(err, pickle.UnpicklingError):
-        return (
-            "UnpicklingError: not a PyTorch checkpoint, or one holding objects other than tensors and plain "
-            "containers (refused: unpickling them could run code)"
-        )
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 def _read_checkpoint(path: str, map_location: str | None) -> Any:
     """The checkpoint's content, memory-mapped where the format allows (its tensors are not read)."""
     if os.path.getsize(path) == 0:
@@ -136,30 +126,14 @@ def _read_checkpoint(path: str, map_location: str | None) -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on damaged files
         raise CheckpointError(
-            f"{path}: cannot resume: the checkpoint cannot be loaded ({_cause(err)}); {_ADVICE}"
+            f"{path}: cannot resume: the checkpoint cannot be loaded ({load_failure(err)}); {_ADVICE}"
         ) from err
 
 
 def _module_problems(saved: Any, module: torch.nn.Module) -> str | None:
     if not isinstance(saved, Mapping):
         return f"holds {type(saved).__name__}, not a state dict"
-    saved = {str(k).removeprefix("module."): v for k, v in saved.items()}
-    expected = {k.removeprefix("module."): v for k, v in module.state_dict().items()}
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    shapes = [
-        f"{k} {tuple(saved[k].shape)} in the file vs {tuple(v.shape)} now"
-        for k, v in expected.items()
-        if k in saved and hasattr(saved[k], "shape") and tuple(saved[k].shape) != tuple(v.shape)
-    ]
-    problems = []
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[0]}")
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:2])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:2])}")
-    return ", ".join(problems) or None
+    return state_dict_mismatch(saved, module)
 
 
 def _optimizer_problems(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
@@ -346,7 +320,7 @@ class ResumableCheckpoint:
             loader(engine)
         except Exception as err:
             self._load_failed = True
-            raise CheckpointError(f"{path}: cannot resume: {_cause(err)}; {_ADVICE}") from err
+            raise CheckpointError(f"{path}: cannot resume: {load_failure(err)}; {_ADVICE}") from err
 
     def _stop_after_failed_load(self, engine: Engine, err: BaseException) -> None:
         if self._load_failed:
