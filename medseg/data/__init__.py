@@ -1,6 +1,8 @@
 """Image I/O that keeps geometry, datalists and offline sample data.
 
 Public API: :func:`load_image`, :func:`save_image`, :func:`load_datalist`, :func:`list_dicom_series`,
+DICOM-SEG and parametric-map output on a source series (:func:`write_dicom_seg`,
+:func:`write_dicom_parametric_map`, :func:`load_dicom_seg`, :func:`dicom_series_geometry`),
 the checks :func:`check_finite`, :func:`check_label`, :func:`check_pair`, the error type
 :class:`MedsegDataError`, and the MNI152 tissue sample (:func:`mni_tissue_sample`,
 :func:`mni_tissue_slices`, :func:`kmeans_tissue_baseline`), and :class:`SliceDataset` (2D training slices
@@ -10,8 +12,21 @@ of preprocessed volumes). See ``docs/data.md``.
 from medseg.data.annotator_dataset import AnnotatorSliceDataset
 from medseg.data.annotators import draw_annotator_labels, mni_tissue_probabilities
 from medseg.data.checks import check_finite, check_label, check_pair
-from medseg.data.datalists import DatalistKey, load_datalist
-from medseg.data.dicom import DicomSeriesInfo, list_dicom_series
+from medseg.data.datalists import DatalistKey, group_channel_files, load_datalist
+from medseg.data.dicom import (
+    DicomSeriesGeometry,
+    DicomSeriesInfo,
+    DicomSlice,
+    dicom_series_geometry,
+    list_dicom_series,
+)
+from medseg.data.dicom_seg import (
+    SegmentationEncoding,
+    load_dicom_seg,
+    segment_codes,
+    write_dicom_parametric_map,
+    write_dicom_seg,
+)
 from medseg.data.errors import MedsegDataError
 from medseg.data.readers import ImageFormat, detect_format, load_image
 from medseg.data.samples import (
@@ -29,9 +44,12 @@ __all__ = [
     "MNI_SLABS",
     "AnnotatorSliceDataset",
     "DatalistKey",
+    "DicomSeriesGeometry",
     "DicomSeriesInfo",
+    "DicomSlice",
     "ImageFormat",
     "MedsegDataError",
+    "SegmentationEncoding",
     "SliceDataset",
     "Split",
     "atomic_write",
@@ -39,14 +57,20 @@ __all__ = [
     "check_label",
     "check_pair",
     "detect_format",
+    "dicom_series_geometry",
     "draw_annotator_labels",
+    "group_channel_files",
     "kmeans_tissue_baseline",
     "list_dicom_series",
     "load_datalist",
+    "load_dicom_seg",
     "load_image",
     "mni_tissue_probabilities",
     "mni_tissue_sample",
     "mni_tissue_slices",
     "normalize_percentile",
     "save_image",
+    "segment_codes",
+    "write_dicom_parametric_map",
+    "write_dicom_seg",
 ]

@@ -40,7 +40,15 @@ from pydicom.pixels import apply_rescale
 
 from medseg.data.errors import MedsegDataError
 
-__all__ = ["DicomSeriesInfo", "dicom_geometry_to_ras", "list_dicom_series", "read_dicom"]
+__all__ = [
+    "DicomSeriesGeometry",
+    "DicomSeriesInfo",
+    "DicomSlice",
+    "dicom_geometry_to_ras",
+    "dicom_series_geometry",
+    "list_dicom_series",
+    "read_dicom",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -184,11 +192,14 @@ def _floats(values: object, count: int, what: str, name: str) -> np.ndarray | No
 class _Plane:
     """One 2D plane (a slice file or a frame) before stacking."""
 
-    pixels: np.ndarray  # (rows, columns) or (rows, columns, samples)
+    pixels: np.ndarray | None  # (rows, columns) or (rows, columns, samples); None when only headers were read
     position: np.ndarray | None  # ImagePositionPatient (LPS, mm)
     orientation: np.ndarray | None  # ImageOrientationPatient, 6 values
     pixel_spacing: np.ndarray | None  # (row spacing, column spacing)
     source: str
+    shape: tuple[int, ...] = ()  # (rows, columns[, samples])
+    file: str = ""
+    frame: int | None = None  # 0-based frame of a multi-frame file
 
 
 def _read_image_file(path: str) -> Dataset:
@@ -258,29 +269,41 @@ def _decode(ds: Dataset, name: str) -> np.ndarray:
     return np.stack(frames_out).astype(np.result_type(*[f.dtype for f in frames_out]))
 
 
-def _planes_of(ds: Dataset, name: str) -> list[_Plane]:
-    """Split one DICOM object into its planes with their geometry tags."""
-    pixels = _decode(ds, name)
+def _planes_of(ds: Dataset, name: str, decode: bool = True) -> list[_Plane]:
+    """Split one DICOM object into its planes with their geometry tags (and pixels when ``decode``)."""
+    if decode:
+        pixels: np.ndarray | None = _decode(ds, name)
+        count = pixels.shape[0]  # type: ignore[union-attr]
+        shape = tuple(pixels.shape[1:])  # type: ignore[union-attr]
+    else:
+        pixels = None
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        shape = (int(ds.Rows), int(ds.Columns), *((samples,) if samples > 1 else ()))
+    multi_frame = count > 1 or "PerFrameFunctionalGroupsSequence" in ds
     planes = []
-    for frame in range(pixels.shape[0]):
+    for frame in range(count):
         position = ds.get("ImagePositionPatient")
         orientation = ds.get("ImageOrientationPatient")
         spacing = ds.get("PixelSpacing")
-        if pixels.shape[0] > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        if multi_frame:
             pos_item = _functional_group_item(ds, frame, "PlanePositionSequence")
             ori_item = _functional_group_item(ds, frame, "PlaneOrientationSequence")
             pix_item = _functional_group_item(ds, frame, "PixelMeasuresSequence")
             position = pos_item.get("ImagePositionPatient") if pos_item is not None else position
             orientation = ori_item.get("ImageOrientationPatient") if ori_item is not None else orientation
             spacing = pix_item.get("PixelSpacing") if pix_item is not None else spacing
-        source = name if pixels.shape[0] == 1 else f"{name} frame {frame}"
+        source = name if count == 1 else f"{name} frame {frame}"
         planes.append(
             _Plane(
-                pixels=pixels[frame],
+                pixels=pixels[frame] if pixels is not None else None,
                 position=_floats(position, 3, "ImagePositionPatient", source),
                 orientation=_floats(orientation, 6, "ImageOrientationPatient", source),
                 pixel_spacing=_floats(spacing, 2, "PixelSpacing", source),
                 source=source,
+                shape=shape,
+                file=name,
+                frame=frame if multi_frame else None,
             )
         )
     return planes
@@ -299,15 +322,17 @@ def _single_plane_spacing(ds: Dataset) -> float:
     return spacing if spacing > 0 else 1.0
 
 
-def _stack(planes: Sequence[_Plane], fallback_dz: float, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sort planes along the normal and build the array (C, X, Y, Z) and the LPS affine."""
+def _arrange(planes: Sequence[_Plane], fallback_dz: float, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The order of the planes along the slice normal and the LPS affine of the volume they make.
+
+    Returns:
+        the plane indices in slice order (index ``k`` of the volume's last axis) and the 4x4 LPS affine.
+    """
     ref = planes[0]
-    shape = ref.pixels.shape
+    shape = ref.shape
     for plane in planes[1:]:
-        if plane.pixels.shape != shape:
-            raise MedsegDataError(
-                f"{name}: {plane.source} has shape {plane.pixels.shape}, {ref.source} {shape}"
-            )
+        if plane.shape != shape:
+            raise MedsegDataError(f"{name}: {plane.source} has shape {plane.shape}, {ref.source} {shape}")
     orientation = ref.orientation if ref.orientation is not None else np.array([1.0, 0, 0, 0, 1.0, 0])
     spacing = ref.pixel_spacing if ref.pixel_spacing is not None else np.ones(2)
     for plane in planes[1:]:
@@ -349,16 +374,22 @@ def _stack(planes: Sequence[_Plane], fallback_dz: float, name: str) -> tuple[np.
         dz = fallback_dz
         origin = positions[0] if positions[0] is not None else np.zeros(3)
 
-    stacked = np.stack([planes[int(i)].pixels for i in order], axis=-1)  # (rows, cols[, S], Z)
-    if stacked.ndim == 3:
-        array = stacked.transpose(1, 0, 2)[None]  # (1, X=cols, Y=rows, Z)
-    else:
-        array = stacked.transpose(2, 1, 0, 3)  # (S, X, Y, Z)
     affine = np.eye(4)
     affine[:3, 0] = row * spacing[1]  # i runs along a row: column spacing
     affine[:3, 1] = col * spacing[0]  # j runs down a column: row spacing
     affine[:3, 2] = normal * dz
     affine[:3, 3] = origin
+    return np.asarray(order, dtype=np.int64), affine
+
+
+def _stack(planes: Sequence[_Plane], fallback_dz: float, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sort planes along the normal and build the array (C, X, Y, Z) and the LPS affine."""
+    order, affine = _arrange(planes, fallback_dz, name)
+    stacked = np.stack([planes[int(i)].pixels for i in order], axis=-1)  # (rows, cols[, S], Z)
+    if stacked.ndim == 3:
+        array = stacked.transpose(1, 0, 2)[None]  # (1, X=cols, Y=rows, Z)
+    else:
+        array = stacked.transpose(2, 1, 0, 3)  # (S, X, Y, Z)
     return np.ascontiguousarray(array), affine
 
 
@@ -367,22 +398,8 @@ def dicom_geometry_to_ras(affine_lps: np.ndarray) -> np.ndarray:
     return _LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
 
 
-def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Read a DICOM file or a one-series folder.
-
-    Args:
-        path: a DICOM file (single or multi-frame) or a folder (not recursive) holding DICOM files.
-        series_uid: SeriesInstanceUID to pick when the folder holds several series.
-
-    Returns:
-        array (C, X, Y, Z) with C = SamplesPerPixel, the RAS affine (4, 4), and extra metadata
-        (series uid, modality, number of files).
-
-    Raises:
-        MedsegDataError: for a folder without an image series, several series and no ``series_uid``,
-            an unknown ``series_uid``, a non-image object, undecodable pixels or inconsistent geometry.
-    """
-    src = Path(path)
+def _series_files(src: Path, series_uid: str | None) -> tuple[list[str], Dataset, str]:
+    """The files of the one series a file or folder names: (files sorted by name, first header, series UID)."""
     if src.is_dir():
         groups, first, skipped = _scan_folder(src)
         if not groups:
@@ -395,7 +412,8 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
         if series_uid is None and len(groups) > 1:
             listing = "\n  ".join(str(i) for i in infos.values())
             raise MedsegDataError(
-                f"{src}: the folder holds {len(groups)} image series; pick one with series_uid=:\n  {listing}"
+                f"{src}: the folder holds {len(groups)} image series; pick one with series_uid= (medseg segment "
+                f"--series-uid UID):\n  {listing}"
             )
         uid = series_uid if series_uid is not None else next(iter(groups))
         if uid not in groups:
@@ -416,7 +434,26 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
         if series_uid is not None and series_uid != uid:
             raise MedsegDataError(f"{src}: SeriesInstanceUID is {uid}, not the requested {series_uid}")
         files = [str(src)]
+    return files, header, uid
 
+
+def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Read a DICOM file or a one-series folder.
+
+    Args:
+        path: a DICOM file (single or multi-frame) or a folder (not recursive) holding DICOM files.
+        series_uid: SeriesInstanceUID to pick when the folder holds several series.
+
+    Returns:
+        array (C, X, Y, Z) with C = SamplesPerPixel, the RAS affine (4, 4), and extra metadata
+        (series uid, modality, number of files).
+
+    Raises:
+        MedsegDataError: for a folder without an image series, several series and no ``series_uid``,
+            an unknown ``series_uid``, a non-image object, undecodable pixels or inconsistent geometry.
+    """
+    src = Path(path)
+    files, header, uid = _series_files(src, series_uid)
     planes: list[_Plane] = []
     for file in files:
         try:
@@ -434,3 +471,80 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
         "dicom_num_files": len(files),
     }
     return array, dicom_geometry_to_ras(affine_lps), meta
+
+
+@dataclass(frozen=True)
+class DicomSlice:
+    """One slice of a series volume, as :func:`read_dicom` stacks it.
+
+    Attributes:
+        file: the file that holds it.
+        frame: its 0-based frame in a multi-frame file; None for a single-frame file.
+        header: the file's header (read up to the pixel data, which is not loaded).
+        position: its ImagePositionPatient (LPS, mm), None when the file has none.
+    """
+
+    file: str
+    frame: int | None
+    header: Dataset
+    position: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class DicomSeriesGeometry:
+    """Where each slice of a series volume comes from, without its pixels.
+
+    Attributes:
+        series_uid: SeriesInstanceUID.
+        slices: one entry per slice ``k`` of the volume's last axis, in the order :func:`read_dicom` stacks
+            them (along the slice normal).
+        affine: the RAS voxel-to-world affine :func:`read_dicom` gives the volume.
+        shape: the spatial shape ``(X, Y, Z)`` = (columns, rows, slices).
+    """
+
+    series_uid: str
+    slices: tuple[DicomSlice, ...]
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+
+
+def dicom_series_geometry(path: str | os.PathLike, series_uid: str | None = None) -> DicomSeriesGeometry:
+    """The geometry of the volume :func:`read_dicom` reads from a file or folder, and the slice each index is.
+
+    Only headers are read. Slice ``k`` of ``read_dicom(path)[0][..., k]`` is ``slices[k]``: objects derived from
+    the volume (a DICOM-SEG, a parametric map) reference the source instance and frame of each slice from it.
+
+    Args:
+        path: a DICOM file or a folder (not recursive).
+        series_uid: SeriesInstanceUID to pick when the folder holds several series.
+
+    Raises:
+        MedsegDataError: as :func:`read_dicom`, for the same files.
+    """
+    src = Path(path)
+    files, header, uid = _series_files(src, series_uid)
+    planes: list[_Plane] = []
+    headers: dict[str, Dataset] = {}
+    for file in files:
+        ds = header if file == files[0] and src.is_file() else _read_header(file)
+        if ds is None:
+            raise MedsegDataError(f"{file}: cannot read DICOM file")
+        headers[file] = ds
+        planes.extend(_planes_of(ds, file, decode=False))
+    order, affine_lps = _arrange(planes, _single_plane_spacing(header), str(src))
+    slices = tuple(
+        DicomSlice(
+            file=plane.file,
+            frame=plane.frame,
+            header=headers[plane.file],
+            position=tuple(float(v) for v in plane.position) if plane.position is not None else None,  # type: ignore[arg-type]
+        )
+        for plane in (planes[int(i)] for i in order)
+    )
+    rows, columns = planes[0].shape[:2]
+    return DicomSeriesGeometry(
+        series_uid=uid,
+        slices=slices,
+        affine=dicom_geometry_to_ras(affine_lps),
+        shape=(int(columns), int(rows), len(slices)),
+    )

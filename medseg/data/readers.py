@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -222,8 +224,40 @@ def _check_ndim(image: MetaTensor, ndim: int, src: Path) -> None:
         raise MedsegDataError(f"{src}: {spatial}D image where a {ndim}D image is needed")
 
 
+def _load_channels(
+    paths: Sequence[str | os.PathLike], series_uid: str | None, options: dict[str, Any]
+) -> MetaTensor:
+    """Several files of one case (modalities, nnU-Net ``case_0000``, ``case_0001``) stacked as channels."""
+    if not paths:
+        raise MedsegDataError("an empty list of image files (expected one file per channel)")
+    channels = [load_image(p, series_uid=series_uid, **options) for p in paths]
+    first = channels[0]
+    name = first.meta["filename_or_obj"]
+    for other in channels[1:]:
+        other_name = other.meta["filename_or_obj"]
+        if other.ndim != first.ndim or tuple(other.shape[1:]) != tuple(first.shape[1:]):
+            raise MedsegDataError(
+                f"{other_name}: spatial shape {tuple(other.shape[1:])} differs from {tuple(first.shape[1:])} of "
+                f"{name}; the channel files of one case must share one grid"
+            )
+        a, b = np.asarray(first.affine, dtype=np.float64), np.asarray(other.affine, dtype=np.float64)
+        if not np.allclose(a, b, atol=1e-4, rtol=0.0):
+            raise MedsegDataError(
+                f"{other_name}: geometry differs from {name} (affines differ by up to "
+                f"{float(np.abs(a - b).max()):.4g} mm); the channel files of one case must share one grid"
+            )
+    dtype = first.dtype
+    for other in channels[1:]:
+        dtype = torch.promote_types(dtype, other.dtype)
+    stacked = torch.cat([c.as_tensor().to(dtype) for c in channels], dim=0)
+    meta = dict(first.meta)
+    meta["channel_files"] = [str(c.meta["filename_or_obj"]) for c in channels]
+    meta["original_channel_dim"] = 0
+    return MetaTensor(stacked, affine=first.affine.clone(), meta=meta)
+
+
 def load_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Sequence[str | os.PathLike],
     series_uid: str | None = None,
     ndim: int | None = None,
     dtype: str | None = "float32",
@@ -238,9 +272,14 @@ def load_image(
     :func:`medseg.data.dicom.read_dicom`, which sorts slices by position, takes spacing from positions,
     keeps oblique orientation and applies RescaleSlope/Intercept.
 
+    A list of paths is one case in several files (modalities; nnU-Net's ``case_0000``, ``case_0001``): each is
+    loaded as above and they are stacked as channels, in the order given, after checking that they share one
+    voxel grid (shape and affine to 1e-4 mm); ``meta["channel_files"]`` lists them.
+
     Args:
-        path: file or DICOM folder.
-        series_uid: SeriesInstanceUID to pick in a folder that holds several series.
+        path: file or DICOM folder, or a list of them (the channels of one image).
+        series_uid: SeriesInstanceUID to pick in a folder that holds several series (for a list: in each
+            DICOM folder of the list).
         ndim: if set, the number of spatial dimensions required (e.g. 3); the image must then also have
             a single channel, so a 4D NIfTI is refused where a 3D volume is needed.
         dtype: numpy dtype name of the result (``None`` keeps the stored type; DICOM with a rescale is
@@ -261,6 +300,12 @@ def load_image(
             file holds or than ``max_bytes``, no or several DICOM series, wrong number of dimensions, NaN/Inf
             voxels, finite voxels that overflow ``dtype``, uint64 voxels above 2^63 - 1 with ``dtype=None``.
     """
+    if isinstance(path, (list, tuple)):
+        options = {"dtype": dtype, "allow_nonfinite": allow_nonfinite, "max_bytes": max_bytes}
+        image = _load_channels(path, series_uid, options)
+        if ndim is not None:
+            _check_ndim(image, ndim, Path(image.meta["filename_or_obj"]))
+        return image
     src = Path(path)
     fmt = detect_format(src)
     if fmt == ImageFormat.DICOM:

@@ -27,10 +27,10 @@ logger = logging.getLogger(__name__)
 
 
 def _first(value: Any) -> Any:
-    """The single image path of a datalist entry (a list of modalities must hold exactly one here)."""
+    """The single label path of a datalist entry (a list must hold exactly one here)."""
     if isinstance(value, (list, tuple)):
         if len(value) != 1:
-            raise MedsegDataError(f"{value}: SliceDataset reads one image file per case, got {len(value)}.")
+            raise MedsegDataError(f"{value}: a case has one label file, got {len(value)}.")
         return value[0]
     return value
 
@@ -40,7 +40,9 @@ class SliceDataset(Dataset):
 
     Args:
         data: datalist entries ``{"image": path, "label": path}`` (as :func:`medseg.data.load_datalist`
-            returns them), or entries whose values are already channel-first ``(C, X, Y, Z)`` tensors.
+            returns them), or entries whose values are already channel-first ``(C, X, Y, Z)`` tensors. A list
+            of image paths is one multi-channel image (nnU-Net ``case_0000``, ``case_0001``); an entry's
+            ``series_uid`` picks the series of a DICOM folder.
         volume_transform: applied once to each loaded ``{"image", "label"}`` volume pair (e.g.
             ``training_transforms(spacing=(2, 2, 2), divisible_by=(8, 8, 1))``); None keeps the volumes.
         transform: applied to each slice dict on every access (random augmentation); None returns the slice.
@@ -84,7 +86,11 @@ class SliceDataset(Dataset):
             missing = [k for k in (image_key, label_key) if k not in entry]
             if missing:
                 raise MedsegDataError(f"datalist entry {case} ({dict(entry)}) has no key(s) {missing}.")
-            pair = {image_key: self._load(entry[image_key]), label_key: self._load(entry[label_key])}
+            series_uid = entry.get("series_uid")
+            pair = {
+                image_key: self._load(entry[image_key], series_uid),
+                label_key: self._load(_first(entry[label_key])),
+            }
             name = pair[image_key].meta.get("filename_or_obj", f"entry {case}")
             if pair[image_key].shape[1:] != pair[label_key].shape[1:]:
                 raise MedsegDataError(
@@ -112,11 +118,10 @@ class SliceDataset(Dataset):
         logger.info("SliceDataset: %d slices from %d volume(s)", len(self.index), len(self.volumes))
 
     @staticmethod
-    def _load(value: Any) -> MetaTensor:
-        value = _first(value)
+    def _load(value: Any, series_uid: str | None = None) -> MetaTensor:
         if isinstance(value, torch.Tensor):
             return value if isinstance(value, MetaTensor) else MetaTensor(value)
-        return load_image(value)
+        return load_image(value, series_uid=series_uid)  # a list of files: the channels of one image
 
     def __len__(self) -> int:
         return len(self.index)

@@ -142,3 +142,31 @@ def test_ndim_3_refuses_4d_and_accepts_3d(nibabel_file):
     assert load_image(nibabel_file("anatomical.nii"), ndim=3).shape[0] == 1
     with pytest.raises(MedsegDataError, match=r"example4d.*4D image"):
         load_image(nibabel_file("example4d.nii.gz"), ndim=3)
+
+
+def test_list_of_files_is_one_image_with_channels(oblique, tmp_path):
+    import nibabel as nib
+
+    from medseg.data import MedsegDataError
+
+    mr = load_image(oblique)
+    affine = mr.affine.numpy()
+    t1, t2, moved = tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz", tmp_path / "moved.nii.gz"
+    nib.save(nib.Nifti1Image(mr[0].numpy(), affine), t1)
+    nib.save(nib.Nifti1Image(mr[0].numpy() * 2, affine), t2)
+    both = load_image([t1, t2])
+    assert both.shape == (2, 256, 256, 20) and both.meta["channel_files"] == [str(t1), str(t2)]
+    np.testing.assert_allclose(both[1].numpy(), 2 * both[0].numpy())
+    np.testing.assert_allclose(both.affine.numpy(), affine, atol=1e-5)
+    series_and_file = load_image([oblique, t2])  # a DICOM series and a NIfTI on the same grid
+    assert series_and_file.shape == (2, 256, 256, 20) and series_and_file.meta["dicom_series_uid"]
+    shifted = affine.copy()
+    shifted[0, 3] += 2.0
+    nib.save(nib.Nifti1Image(mr[0].numpy(), shifted), moved)
+    with pytest.raises(MedsegDataError, match=r"moved\.nii\.gz: geometry differs from .*c_0000\.nii\.gz"):
+        load_image([t1, moved])
+    nib.save(nib.Nifti1Image(mr[0].numpy()[:10], affine), moved)
+    with pytest.raises(MedsegDataError, match=r"moved\.nii\.gz: spatial shape \(10, 256, 20\) differs"):
+        load_image([t1, moved])
+    with pytest.raises(MedsegDataError, match="empty list"):
+        load_image([])
