@@ -111,7 +111,7 @@ def tiny_train_overrides(bundle: str, datalist: str, output_dir: str) -> dict:
     """Overrides that make a segmentation bundle's train command run 1 short epoch on the synthetic volumes."""
     return {
         "bundle_root": str(BUNDLES / bundle),
-        "dataset_dir": datalist,
+        "datalist": datalist,
         "output_dir": output_dir,
         "device": "$torch.device('cpu')",
         "spacing": [2.0, 2.0, 2.0],

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from medseg.engines.checkpoints import ResumableCheckpoint, latest_checkpoint
+from medseg.engines.checkpoints import BestModelCheckpoint, ResumableCheckpoint, latest_checkpoint
 from medseg.engines.evaluation import class_summary
-from medseg.engines.handlers import GradientClipHandler, TrainingTimeLimit
+from medseg.engines.handlers import FinalValidation, GradientClipHandler, TrainingTimeLimit
 from medseg.engines.prepare_batch import ConditionalDiffusionPrepareBatch
+from medseg.engines.run_bundle import RunBundle
+from medseg.engines.threads import configure_threads
 
 __all__ = [
+    "BestModelCheckpoint",
     "ConditionalDiffusionPrepareBatch",
+    "FinalValidation",
     "GradientClipHandler",
     "ResumableCheckpoint",
+    "RunBundle",
     "TrainingTimeLimit",
     "class_summary",
+    "configure_threads",
     "latest_checkpoint",
 ]

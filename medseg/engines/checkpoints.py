@@ -4,13 +4,16 @@ Checkpoints are written atomically (a hidden temporary file in the same folder, 
 leaves either the previous file or the new one. On resume the newest checkpoint is loaded and checked against
 the objects of the run (keys, tensor shapes, optimizer groups, epoch) when the handler is attached, before the
 trainer runs: a checkpoint that cannot be used stops the run with a :class:`CheckpointError` that names the
-file and the cause, and nothing in the folder is written or replaced.
+file and the cause, and nothing in the folder is written or replaced. :class:`BestModelCheckpoint` keeps the
+weights of the best validation beside a small JSON record, so a resumed run keeps comparing against it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +32,7 @@ from medseg.networks.weights import load_failure, state_dict_mismatch
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["CheckpointError", "ResumableCheckpoint", "latest_checkpoint"]
+__all__ = ["BestModelCheckpoint", "CheckpointError", "ResumableCheckpoint", "latest_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -334,3 +337,107 @@ class ResumableCheckpoint:
             for stale in folder.glob(f".{self.file_prefix}*.tmp.pt"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
+
+
+class BestModelCheckpoint:
+    """Keep the weights of the best validation: ``<save_dir>/<filename>`` and a ``.json`` record beside it.
+
+    Attach to the validator (``SupervisedEvaluator``). After each validation, when its metric beats the best so
+    far, the model's ``state_dict`` (in the bundles, the EMA weights that validation scored) is written to
+    ``filename`` and ``<stem>.json`` records ``{"metric", "value", "epoch", "file"}``; both are
+    written atomically, weights first. The record is what makes the best survive a resume: a run that resumes
+    in the same folder reads it on ``attach`` and replaces the file only with a better validation
+    (``resume=False`` starts the comparison afresh). A metric that is NaN never counts as better.
+
+    Args:
+        save_dir: folder of the file (created when the first file is written).
+        model: the module whose weights are kept (DDP is unwrapped).
+        filename: the weights file, a plain state dict (``torch.load(weights_only=True)``).
+        metric_name: the validator's metric; default: its key metric (``state.key_metric_name``).
+        mode: ``max`` (Dice, PSNR) or ``min`` (a loss).
+        resume: read the record of an earlier run in ``save_dir`` on ``attach``.
+        save: write files (False on non-zero ranks of a distributed run).
+
+    Attributes:
+        best: ``{"metric", "value", "epoch", "file"}`` of the best validation so far, or None.
+
+    Example:
+        >>> BestModelCheckpoint("runs/x/models", ema.ema_model).attach(evaluator)
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        model: torch.nn.Module,
+        filename: str = "model_best.pt",
+        metric_name: str | None = None,
+        mode: str = "max",
+        resume: bool = True,
+        save: bool = True,
+    ) -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
+        if not filename.endswith(".pt") or os.sep in filename:
+            raise ValueError(f"filename must be a file name ending in .pt, got {filename!r}.")
+        self.save_dir = Path(save_dir)
+        self.model = model
+        self.filename = filename
+        self.metric_name = metric_name
+        self.mode = mode
+        self.resume = resume
+        self.save = save
+        self.best: dict[str, Any] | None = None
+
+    @property
+    def record_path(self) -> Path:
+        """The ``.json`` record beside the weights."""
+        return self.save_dir / (Path(self.filename).stem + ".json")
+
+    def attach(self, engine: Engine) -> None:
+        """Register on ``Events.COMPLETED`` of the validator ``engine``; read an earlier run's record."""
+        self.best = None
+        if self.resume and self.record_path.is_file() and (self.save_dir / self.filename).is_file():
+            try:
+                record = json.loads(self.record_path.read_text())
+                if isinstance(record, dict) and isinstance(record.get("value"), (int, float)):
+                    self.best = record
+                    logger.info(
+                        "best validation so far: %s = %.4f (epoch %s)",
+                        record.get("metric"),
+                        record["value"],
+                        record.get("epoch"),
+                    )
+            except (OSError, ValueError) as err:
+                logger.warning("%s: unreadable (%s); the next validation replaces it", self.record_path, err)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best["value"] if self.mode == "max" else value < self.best["value"]
+
+    def __call__(self, engine: Engine) -> None:
+        name = self.metric_name or getattr(engine.state, "key_metric_name", None)
+        if name is None or name not in engine.state.metrics:
+            logger.warning("no validation metric %r to compare; the best model is not updated", name)
+            return
+        value = float(engine.state.metrics[name])
+        if not self._better(value):
+            return
+        self.best = {
+            "metric": name,
+            "value": value,
+            "epoch": int(engine.state.epoch),
+            "file": self.filename,
+        }
+        logger.info("new best validation: %s = %.4f at epoch %d", name, value, engine.state.epoch)
+        if not self.save:
+            return
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        model = getattr(self.model, "module", self.model)  # DistributedDataParallel
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        atomic_write(self.save_dir / self.filename, lambda tmp: torch.save(state, tmp), overwrite=True)
+        text = json.dumps(self.best, indent=2)
+        atomic_write(self.record_path, lambda tmp: Path(tmp).write_text(text), overwrite=True)

@@ -5,7 +5,9 @@ momentum=1 - decay)`` (it unwraps DistributedDataParallel, and its ``ema_model``
 into ``CheckpointSaver(save_dict={"ema": ema.ema_model, ...})``). Gradient clipping is not: this module adds
 :class:`GradientClipHandler`, which fires after the backward pass and before the optimizer step. ignite's
 ``TimeLimit`` starts its clock when it is built (in a bundle: before the datasets are cached) and has no
-``attach``; :class:`TrainingTimeLimit` measures training time only.
+``attach``; :class:`TrainingTimeLimit` measures training time only (validation excluded when it is given the
+validator). :class:`FinalValidation` validates the last epoch when training ends on one that was not validated
+(a time limit, early stop of another kind, or ``max_epochs`` not a multiple of the validation interval).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from monai.engines.utils import IterationEvents
 if TYPE_CHECKING:
     from monai.engines import SupervisedTrainer
 
-__all__ = ["GradientClipHandler", "TrainingTimeLimit"]
+__all__ = ["FinalValidation", "GradientClipHandler", "TrainingTimeLimit"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,42 +89,136 @@ class GradientClipHandler:
 
 
 class TrainingTimeLimit:
-    """Stop training after ``seconds`` of wall time, counted from the trainer's start; the run then completes.
+    """Stop training after ``seconds`` of training time, counted from the trainer's start; the run then completes.
+
+    What counts: the trainer's own time (iterations, data loading, the handlers of its events), from
+    ``Events.STARTED``. With ``validator`` given (the bundles pass their evaluator), the time spent validating
+    is **not** counted, so the budget buys the same amount of training however often validation runs; the whole
+    run then takes about ``seconds`` plus the validations (and the final one, :class:`FinalValidation`).
+    Without ``validator``, validation run from the trainer's events counts as training time.
 
     ``engine.terminate()`` still fires ``Events.COMPLETED``, so ``CheckpointSaver(save_final=True)`` writes the
-    final model and a run stopped by the limit leaves the same files as one that reached ``max_epochs``.
-    Checked after every iteration. Evaluation inside an epoch (``ValidationHandler``) counts as training time.
+    final model, :class:`FinalValidation` validates the weights the run ended with, and a run stopped by the
+    limit leaves the same files as one that reached ``max_epochs``. Checked after every iteration; a resumed run
+    starts a new budget.
 
     Args:
         seconds: the budget, > 0.
+        validator: an engine whose runs are not counted (e.g. the ``SupervisedEvaluator`` of
+            ``ValidationHandler``), or None to count everything.
+
+    Attributes:
+        elapsed: training seconds counted so far (at the last check).
 
     Example:
-        >>> TrainingTimeLimit(3600).attach(trainer)  # at most an hour, however large max_epochs is
+        >>> TrainingTimeLimit(3600, validator=evaluator).attach(trainer)  # an hour of training, validation on top
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, validator: Engine | None = None) -> None:
         if seconds <= 0:
             raise ValueError(f"seconds must be > 0, got {seconds}.")
         self.seconds = float(seconds)
+        self.validator = validator
         self.started: float | None = None
+        self.elapsed = 0.0
+        self._excluded = 0.0
+        self._paused_at: float | None = None
 
     def attach(self, engine: Engine) -> None:
-        """Start the clock on ``Events.STARTED`` and check it on ``Events.ITERATION_COMPLETED``."""
+        """Start the clock on ``Events.STARTED`` and check it on ``Events.ITERATION_COMPLETED``; with a
+        ``validator``, pause it while the validator runs."""
         engine.add_event_handler(Events.STARTED, self._start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.STARTED, self._pause)
+            self.validator.add_event_handler(Events.COMPLETED, self._resume)
+            self.validator.add_event_handler(Events.EXCEPTION_RAISED, self._resume)
 
     def _start(self, engine: Engine) -> None:
         self.started = time.perf_counter()
+        self._excluded = 0.0
+        self._paused_at = None
+
+    def _pause(self, engine: Engine) -> None:
+        self._paused_at = time.perf_counter()
+
+    def _resume(self, engine: Engine, *args: object) -> None:
+        if self._paused_at is not None:
+            self._excluded += time.perf_counter() - self._paused_at
+            self._paused_at = None
 
     def __call__(self, engine: Engine) -> None:
         if self.started is None:
             self._start(engine)
-        elapsed = time.perf_counter() - self.started
-        if elapsed > self.seconds:
+        self.elapsed = time.perf_counter() - self.started - self._excluded
+        if self.elapsed > self.seconds:
             logger.info(
-                "training time limit of %.0f s reached at epoch %d, iteration %d: stopping",
+                "training time limit of %.0f s reached at epoch %d, iteration %d (%s): stopping",
                 self.seconds,
                 engine.state.epoch,
                 engine.state.iteration,
+                "validation not counted" if self.validator is not None else "validation counted",
             )
             engine.terminate()
+
+
+class FinalValidation:
+    """Validate once more when training ends on an epoch that was not validated.
+
+    ``ValidationHandler(interval=N)`` validates every N epochs, so a run stopped by a time limit (mid-epoch), or
+    one whose ``max_epochs`` is not a multiple of N, would end with weights that were never validated: no metric
+    for them, and a best-model saver on the validator would never see them. This handler runs the validator at
+    the trainer's ``Events.COMPLETED`` (fired after ``terminate()`` too) unless the validator has just run on the
+    trainer's current iteration. The validation is labelled with the trainer's epoch, as ``ValidationHandler``
+    labels its own.
+
+    Args:
+        validator: the evaluator to run (``validator.run(trainer.state.epoch)``).
+
+    Attributes:
+        ran: whether this handler ran a validation at the end of the last run.
+
+    Example:
+        >>> ValidationHandler(validator=evaluator, interval=20, epoch_level=True).attach(trainer)
+        >>> FinalValidation(evaluator).attach(trainer)
+    """
+
+    def __init__(self, validator: Engine) -> None:
+        if not hasattr(validator, "run"):
+            raise TypeError(f"validator must be an engine with run(), got {type(validator).__name__}.")
+        self.validator = validator
+        self.ran = False
+        self._trainer: Engine | None = None
+        self._validated_at: int | None = None
+        self._trained = False
+
+    def attach(self, engine: Engine) -> None:
+        """Register on ``Events.COMPLETED`` of the trainer ``engine`` (and track the validator's runs)."""
+        self._trainer = engine
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iterated)
+        engine.add_event_handler(Events.COMPLETED, self)
+        self.validator.add_event_handler(Events.COMPLETED, self._validated)
+
+    def _reset(self, engine: Engine) -> None:
+        self.ran = False
+        self._trained = False
+        self._validated_at = None
+
+    def _iterated(self, engine: Engine) -> None:
+        self._trained = True
+
+    def _validated(self, validator: Engine) -> None:
+        if self._trainer is not None:
+            self._validated_at = self._trainer.state.iteration
+
+    def __call__(self, engine: Engine) -> None:
+        if not self._trained or self._validated_at == engine.state.iteration:
+            return  # nothing trained in this run (a resumed, finished run), or its last weights were validated
+        logger.info(
+            "final validation at epoch %d, iteration %d (the run ended on an epoch that was not validated)",
+            engine.state.epoch,
+            engine.state.iteration,
+        )
+        self.validator.run(engine.state.epoch)
+        self.ran = True

@@ -158,10 +158,14 @@ def test_verify_net_in_out_command_on_the_shipped_weights(bundle: str) -> None:
 @pytest.mark.parametrize("bundle", BUNDLE_NAMES)
 @pytest.mark.parametrize("config", ["inference", "train"])
 def test_num_threads_override_sets_torch_threads(bundle: str, config: str) -> None:
-    """--num_threads 1 (advised on a shared CPU) reaches torch.set_num_threads; the default leaves it alone."""
+    """--num_threads 1 (advised on a shared CPU) reaches torch.set_num_threads. By default inference leaves it
+    alone and training picks the count of medseg.engines.thread_plan (OMP_NUM_THREADS, else the free cores)."""
+    from medseg.engines.threads import thread_plan
+
     before = torch.get_num_threads()
+    default = 2 if config == "inference" else thread_plan(None)[0]
     try:
-        for threads, expected in ((1, 1), (None, 2)):  # None leaves the 2 threads set before
+        for threads, expected in ((1, 1), (None, default)):  # inference: None leaves the 2 threads set before
             torch.set_num_threads(2)
             ConfigWorkflow(
                 config_file=layered(bundle, config),

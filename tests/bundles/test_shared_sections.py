@@ -27,6 +27,9 @@ SEGMENTATION_SPECIFIC = (
 # multi-GPU); what a method or task brings of its own:
 METHOD_SPECIFIC_TRAINING = (
     "train#output_dir",  # Palette writes one run folder per task
+    # segmentation runs are bundle-shaped (configs/ and models/, so that medseg segment --bundle RUN takes them);
+    # Palette keeps its per-task weights at the top of runs/<task>/, where its docs and benchmarks read them
+    "train#models_dir",
     "train#max_epochs",  # the training length and hyperparameters of each recipe
     "train#learning_rate",
     "train#ema_decay",

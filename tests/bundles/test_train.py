@@ -48,10 +48,10 @@ def test_train_one_epoch_validates_and_saves(bundle: str, tiny_datalist: str, tm
     # validation ran with the ensemble inferer and produced a Dice in [0, 1]
     dice = evaluator.state.metrics["val_mean_dice"]
     assert 0.0 <= dice <= 1.0
-    # the training checkpoint holds every resumable object; model.pt is the EMA weights as a plain state dict
+    # the training checkpoint holds every resumable object; models/model.pt is the EMA weights as a plain state dict
     final = torch.load(tmp_path / "checkpoint_final.pt", weights_only=True)
     assert set(final) == {"network", "optimizer", "ema", "trainer"}
-    model = torch.load(tmp_path / "model.pt", weights_only=True)
+    model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     ema = workflow.parser.get_parsed_content("ema_model")
     assert set(model) == set(network.state_dict())
     assert all(torch.equal(model[k], v) for k, v in ema.state_dict().items())
