@@ -54,6 +54,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _duration(text: str) -> float:
+    """Seconds, or a number with a unit: ``90``, ``90s``, ``30m``, ``1.5h``."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text.strip()[-1:].lower(), None) if text.strip() else None
+    number = text.strip()[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds or a duration like 30m or 2h, got {text!r}"
+        ) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def _class_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if len(names) < 2 or not all(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names, background first (e.g. background,tumour), got {text!r}"
+        )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"class names must differ, got {text!r}")
+    return names
+
+
 def _boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("true", "yes", "1", "on"):
@@ -91,6 +128,99 @@ def _refuse_expressions(key: str, value: Any) -> None:
             _refuse_expressions(key, item)
 
 
+_OVERRIDES_HELP = """\
+key=value overrides set any config key of the bundle (values are JSON: numbers, true/false, lists), e.g.
+  patience=5                 validations without improvement before early stopping (0: never stop early)
+  val_ensemble=3 val_steps=10   ensemble members and sampling steps of each validation
+  spacing=[1,1,1]            voxel spacing (mm) the network works at
+  divisible_by=8             padding multiple of the network
+  flip_prob=0.5 ema_decay=0.99 weight_decay=0 grad_clip_norm=1.0
+  train_datalist_key=training val_datalist_key=validation
+  network_def#channels=[16,32,64,64]   the network's size (any network_def#<argument>)
+Values starting with $ or % are refused (use python -m monai.bundle run for config expressions)."""
+
+_TRAIN_EPILOG = (
+    """\
+The output folder becomes a bundle of its own: configs/ (the resolved recipe: network, classes, preprocessing,
+diffusion schedule) and models/ (model.pt: the last EMA weights; model_best.pt: the best-validated EMA weights,
+recorded in model_best.json), beside the training checkpoints. Segment with it (model_best.pt, or
+model.pt when no validation ran; --weights RUN/models/model.pt for the last):
+  medseg segment scan.nii.gz out/ --bundle runs/my_model
+
+Example (two classes, background and one structure):
+  medseg train --datalist dataset.json --num-classes 2 --class-names background,tumour \\
+      --output-dir runs/my_model --time-limit 2h
+
+"""
+    + _OVERRIDES_HELP
+)
+
+
+def _add_train_parser(sub: Any) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train a bundle's network on your datalist (common + train.json); the output folder becomes a bundle",
+        description="Train a bundle's network on a labelled datalist. Runs the bundle's configs/common.json and "
+        "configs/train.json with MONAI; resumes from the output folder's newest checkpoint.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_TRAIN_EPILOG,
+    )
+    train.add_argument(
+        "--bundle", default="medsegdiff", help="bundle to train: medsegdiff (default), segdiff, ..."
+    )
+    train.add_argument(
+        "--output-dir", help="the run folder: checkpoints, configs/, models/ (default: runs/<bundle> here)"
+    )
+    train.add_argument(
+        "--datalist",
+        help="decathlon datalist JSON (training and validation lists) or dataset folder with imagesTr/labelsTr "
+        "(default: the bundle's sample data)",
+    )
+    train.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        help="labels including background (2: background and one structure); default: the bundle's",
+    )
+    train.add_argument(
+        "--class-names",
+        type=_class_names,
+        help="comma-separated, one per label value, background first (default with --num-classes: "
+        "background,class_1,...)",
+    )
+    train.add_argument("--max-epochs", type=_positive_int, help="epochs to train (the bundle's default: 60)")
+    train.add_argument(
+        "--time-limit",
+        type=_duration,
+        help="stop after this much training time (seconds, or 30m, 2h), then validate and save as at the end; "
+        "validation time is not counted",
+    )
+    train.add_argument("--batch-size", type=_positive_int, help="slices per batch (bundle default 8)")
+    train.add_argument(
+        "--learning-rate", type=_positive_float, help="AdamW learning rate (bundle default 1e-3)"
+    )
+    train.add_argument(
+        "--val-interval",
+        type=_positive_int,
+        help="validate every N epochs (and once at the end); bundle default 20",
+    )
+    train.add_argument("--amp", action="store_true", help="mixed precision (CUDA)")
+    train.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads (default: OMP_NUM_THREADS if set, else the cores the current load leaves free; "
+        "the count is printed at the start)",
+    )
+    train.add_argument(
+        "--resume",
+        type=_boolean,
+        help="resume from the newest checkpoint in the output folder (true, the default) or start afresh (false)",
+    )
+    train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    train.add_argument(
+        "overrides", nargs="*", type=_parse_override, help="more config overrides, key=value (listed below)"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="medseg", description=__doc__.splitlines()[0])
     parser.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
@@ -120,23 +250,24 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    for name, what in (("train", "train a bundle"), ("evaluate", "evaluate a bundle on a labelled datalist")):
-        cmd = sub.add_parser(name, help=f"{what} (runs its configs/{name}.json with MONAI)")
-        cmd.add_argument("--bundle", default="medsegdiff")
-        cmd.add_argument("--output-dir")
-        cmd.add_argument("--datalist", help="decathlon datalist JSON or imagesTr/labelsTr folder")
-        cmd.add_argument("--device")
-        if name == "train":
-            cmd.add_argument("--max-epochs", type=_positive_int)
-            cmd.add_argument(
-                "--resume",
-                type=_boolean,
-                help="resume from the newest checkpoint in the output folder (true, the bundle's default) or "
-                "start afresh (false)",
-            )
-        cmd.add_argument(
-            "overrides", nargs="*", type=_parse_override, help="more config overrides, key=value"
-        )
+    _add_train_parser(sub)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a bundle or trained run folder on a labelled datalist (common + inference + evaluate.json)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_OVERRIDES_HELP,
+    )
+    ev.add_argument("--bundle", default="medsegdiff", help="bundle name, bundle folder or trained run folder")
+    ev.add_argument("--output-dir", help="where case folders, summary.json and class_summary.json go")
+    ev.add_argument(
+        "--datalist", help="decathlon datalist JSON or dataset folder (its test list is segmented)"
+    )
+    ev.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ev.add_argument(
+        "--threads", type=_positive_int, help="torch CPU threads (default: the cores the load leaves free)"
+    )
+    ev.add_argument("overrides", nargs="*", type=_parse_override, help="more config overrides, key=value")
 
     sub.add_parser("bundles", help="list the available bundles")
     return parser
@@ -311,6 +442,7 @@ def _segment(args: argparse.Namespace) -> int:
     from medseg.workflows import Segmenter, segment_files
 
     bundle = _bundle(args.bundle)
+    _threads()
     try:
         segmenter = Segmenter.from_bundle(bundle, **overrides)
     except ValueError as err:  # not a segmentation bundle (errors inside the config arrive wrapped by MONAI)
@@ -364,21 +496,7 @@ def _config_files(root: Path, config: str) -> list[str]:
         raise UsageError(_first_line(err, with_type=False)) from err
 
 
-def _run_config(args: argparse.Namespace, config: str) -> int:
-    overrides = dict(args.overrides)
-    if args.datalist is not None:
-        overrides["input" if config == "evaluate" else "datalist"] = _existing(
-            args.datalist, "datalist file or dataset folder"
-        )
-    if args.output_dir is not None:
-        overrides["output_dir"] = _output_folder(args.output_dir)
-    if getattr(args, "max_epochs", None) is not None:
-        overrides["max_epochs"] = args.max_epochs
-    if getattr(args, "resume", None) is not None:
-        overrides["resume"] = args.resume
-    if args.device is not None:
-        overrides["device"] = _device(args.device)
-    root = _bundle(args.bundle)
+def _run_monai(root: Path, config: str, overrides: dict[str, Any]) -> int:
     files = _config_files(root, config)
     from monai.bundle import run
 
@@ -390,6 +508,98 @@ def _run_config(args: argparse.Namespace, config: str) -> int:
         **overrides,
     )
     return EXIT_OK
+
+
+def _classes(args: argparse.Namespace, root: Path, overrides: dict[str, Any]) -> tuple[int, list[str]] | None:
+    """``num_classes`` and ``class_names`` from the flags (or key=value), names defaulting from the count."""
+    count = args.num_classes if args.num_classes is not None else overrides.get("num_classes")
+    names = args.class_names if args.class_names is not None else overrides.get("class_names")
+    if count is None and names is None:
+        return None
+    common = root / "configs" / "common.json"
+    keys = json.loads(common.read_text()) if common.is_file() else {}
+    if "num_classes" not in keys:
+        raise UsageError(
+            f"bundle {root.name!r} has no classes to set (--num-classes is for segmentation bundles)"
+        )
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise UsageError(f"class_names must be a list of names, got {names!r}")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise UsageError(f"num_classes must be a whole number >= 1, got {count!r}")
+    from medseg.workflows.bundles import default_class_names
+
+    if count is None:
+        count = len(names)
+    if names is None:
+        names = default_class_names(count)
+    if len(names) != max(count, 2):
+        raise UsageError(
+            f"--class-names gives {len(names)} name(s) but --num-classes {count} needs {max(count, 2)} "
+            "(one per label value, background first)"
+        )
+    return count, names
+
+
+def _train(args: argparse.Namespace) -> int:
+    overrides = dict(args.overrides)
+    if args.datalist is not None:
+        overrides["datalist"] = _existing(args.datalist, "datalist file or dataset folder")
+    root = _bundle(args.bundle)
+    output_dir = _output_folder(args.output_dir or str(Path("runs") / root.name))
+    if Path(output_dir).resolve() == root:
+        raise UsageError(
+            f"{args.output_dir}: the output folder is the bundle itself, whose configs and shipped weights training "
+            "would replace; choose another folder (e.g. runs/my_model)"
+        )
+    overrides["output_dir"] = output_dir
+    flags = {
+        "max_epochs": args.max_epochs,
+        "time_limit": args.time_limit,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "val_interval": args.val_interval,
+        "num_threads": args.threads,
+        "resume": args.resume,
+        "amp": True if args.amp else None,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    classes = _classes(args, root, overrides)
+    if classes is not None:
+        overrides["num_classes"], overrides["class_names"] = classes
+    if args.device is not None:
+        overrides["device"] = _device(args.device)
+    described = f": {len(classes[1])} classes ({', '.join(classes[1])})" if classes else ""
+    print(f"medseg train: {root.name} -> {output_dir}{described}", flush=True)
+    return _run_monai(root, "train", overrides)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    overrides = dict(args.overrides)
+    if args.datalist is not None:
+        overrides["input"] = _existing(args.datalist, "datalist file or dataset folder")
+    if args.output_dir is not None:
+        overrides["output_dir"] = _output_folder(args.output_dir)
+    if args.device is not None:
+        overrides["device"] = _device(args.device)
+    root = _bundle(args.bundle)
+    overrides["num_threads"] = _threads(
+        args.threads if args.threads is not None else overrides.get("num_threads")
+    )
+    return _run_monai(root, "evaluate", overrides)
+
+
+def _threads(requested: Any = None) -> int:
+    """Set torch's CPU threads (``medseg.engines.thread_plan``) and say how many, and why, on stdout."""
+    import torch
+
+    from medseg.engines.threads import thread_plan
+
+    threads, line, warning = thread_plan(requested if isinstance(requested, int) else None)
+    torch.set_num_threads(threads)
+    print(f"medseg: {line}", flush=True)
+    if warning:
+        logging.getLogger("medseg").warning(warning)
+    return threads
 
 
 def _list_bundles() -> int:
@@ -416,8 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "segment":
             return _segment(args)
-        if args.command in ("train", "evaluate"):
-            return _run_config(args, args.command)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _list_bundles()
     except KeyboardInterrupt:
         _say("interrupted")
