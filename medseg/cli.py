@@ -247,8 +247,32 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=_DATALIST_KEYS,
         help="list to segment when INPUT is a datalist",
     )
+    seg.add_argument(
+        "--series-uid",
+        help="SeriesInstanceUID to segment where a DICOM folder holds several series (medseg lists them)",
+    )
+    seg.add_argument(
+        "--format",
+        dest="output_format",
+        default="nifti",
+        choices=("nifti", "dicom-seg", "both"),
+        help="nifti (default): NIfTI masks and maps; dicom-seg: a DICOM-SEG (seg.dcm) and the uncertainty as a "
+        "parametric map (uncertainty.dcm) referencing the source series (DICOM inputs only); both",
+    )
+    seg.add_argument(
+        "--seg-type",
+        default="binary",
+        choices=("binary", "fractional"),
+        help="DICOM-SEG encoding: binary (the mask, default) or fractional (the class probabilities)",
+    )
     seg.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
+    seg.add_argument(
+        "overrides",
+        nargs="*",
+        type=_parse_override,
+        help="inference config overrides, key=value (e.g. network_def#in_channels=2 for a model trained so)",
+    )
 
     _add_train_parser(sub)
 
@@ -439,6 +463,7 @@ def _segment(args: argparse.Namespace) -> int:
         _check_weights(weights)
     if args.device:
         overrides["device"] = _device(args.device)
+    overrides = {**dict(args.overrides), **overrides}  # the options win over key=value
     from medseg.workflows import Segmenter, segment_files
 
     bundle = _bundle(args.bundle)
@@ -480,6 +505,9 @@ def _segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         report=report,
+        series_uid=args.series_uid,
+        output_format=args.output_format,
+        seg_encoding=args.seg_type,
         **sampling,
     )
     return EXIT_OK if all(o.ok for o in outcomes) else EXIT_CASES_FAILED
@@ -615,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides given after an option (argparse takes one block of positionals)
-        if args.command not in ("train", "evaluate") or any(e.startswith("-") or "=" not in e for e in extra):
+        if args.command == "bundles" or any(e.startswith("-") or "=" not in e for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         try:
             args.overrides = [*args.overrides, *(_parse_override(e) for e in extra)]

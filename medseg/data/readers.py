@@ -253,7 +253,7 @@ def _load_channels(
     meta = dict(first.meta)
     meta["channel_files"] = [str(c.meta["filename_or_obj"]) for c in channels]
     meta["original_channel_dim"] = 0
-    return MetaTensor(stacked, affine=first.affine.clone(), meta=meta)
+    return MetaTensor(stacked, meta=meta)  # the meta holds the affine
 
 
 def load_image(

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,23 @@ import torch
 from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
-from medseg.data import MedsegDataError, atomic_write, check_pair, load_datalist, load_image, save_image
+from medseg.data import (
+    MedsegDataError,
+    SegmentationEncoding,
+    atomic_write,
+    check_pair,
+    group_channel_files,
+    load_datalist,
+    load_image,
+    save_image,
+)
 from medseg.data.writers import current_umask
 from medseg.workflows.segmenter import SegmentationResult, Segmenter
 
 __all__ = [
     "LOCK_NAME",
     "CaseOutcome",
+    "OutputFormat",
     "collect_cases",
     "output_lock",
     "safe_case_name",
@@ -51,6 +62,14 @@ LOCK_NAME = ".medseg.lock"
 """Name of the lock file that :func:`segment_files` holds in its output folder while it runs."""
 _STAGING = ".partial"
 _RETIRED = ".old"
+
+
+class OutputFormat(StrEnum):
+    """What :func:`segment_files` writes per case."""
+
+    NIFTI = "nifti"
+    DICOM_SEG = "dicom-seg"
+    BOTH = "both"
 
 
 @dataclass
@@ -97,6 +116,10 @@ def safe_case_name(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str
 def collect_cases(source: str | os.PathLike, datalist_key: str = "test") -> list[dict[str, Any]]:
     """Cases of an input: an image file, a DICOM series folder, a folder of images, or a datalist.
 
+    A folder of images is one case per file, except in an nnU-Net images folder (``imagesTs/``, ``imagesTr/``,
+    or beside a ``dataset.json``), where the channel files ``case_0000``, ``case_0001`` make one case. A dataset
+    folder (``dataset.json`` and/or ``imagesTr/``, ``imagesTs/``) is read by :func:`medseg.data.load_datalist`.
+
     Args:
         source: a NIfTI/NumPy/DICOM file, a datalist JSON, a folder with ``imagesTr``/``imagesTs``, a folder of
             NIfTI/NumPy files (one case each), or a folder holding one DICOM series.
@@ -119,9 +142,18 @@ def collect_cases(source: str | os.PathLike, datalist_key: str = "test") -> list
         return load_datalist(src, key=datalist_key)
     if src.is_dir():
         images = sorted(p for p in src.iterdir() if p.is_file() and p.name.lower().endswith(_IMAGE_SUFFIXES))
+        if images and _is_nnunet_images_folder(src):
+            grouped = group_channel_files(images, where=str(src))
+            return [{"image": str(f[0]) if len(f) == 1 else [str(p) for p in f]} for f in grouped.values()]
         if images:
             return [{"image": str(p)} for p in images]
     return [{"image": str(src)}]  # a single file or a DICOM series folder; load_image checks it
+
+
+def _is_nnunet_images_folder(folder: Path) -> bool:
+    """An nnU-Net images folder (``imagesTr``, ``imagesTs``, or any folder beside a ``dataset.json``), whose
+    ``case_0000``, ``case_0001`` files are the channels of one case."""
+    return folder.name.startswith("images") or (folder.parent / "dataset.json").is_file()
 
 
 def _image_text(image: Any) -> str:
@@ -139,34 +171,14 @@ def _unique_names(cases: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def _load_case_image(image: Any) -> MetaTensor:
+def _load_case_image(image: Any, series_uid: str | None = None) -> MetaTensor:
     """One image path, or several (the channels of one case, on one grid) stacked as channels."""
-    if not isinstance(image, (list, tuple)):
-        if not isinstance(image, (str, os.PathLike)):
-            raise MedsegDataError(f"case image {image!r}: expected a file path or a list of paths")
-        return load_image(image)
-    if not image:
+    paths = image if isinstance(image, (list, tuple)) else [image]
+    if not paths:
         raise MedsegDataError("case with an empty image list")
-    channels = [load_image(path) for path in image]
-    first = channels[0]
-    for other in channels[1:]:
-        if other.ndim != first.ndim:
-            raise MedsegDataError(
-                f"{other.meta['filename_or_obj']}: {other.ndim - 1}D, while {image[0]} of the same case is "
-                f"{first.ndim - 1}D"
-            )
-        check_pair(first, other)
-    stacked = torch.cat([c.as_tensor() for c in channels], dim=0)
-    return MetaTensor(stacked, meta=dict(first.meta))  # the meta holds the affine
-
-
-def _check_channels(image: MetaTensor, segmenter: Segmenter, source: Any) -> None:
-    expected = getattr(getattr(segmenter, "network", None), "in_channels", None)
-    if isinstance(expected, int) and image.shape[0] != expected:
-        raise MedsegDataError(
-            f"{_image_text(source)}: {image.shape[0]} image channel(s), but the network of this bundle takes "
-            f"{expected}"
-        )
+    if not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise MedsegDataError(f"case image {image!r}: expected a file path or a list of paths")
+    return load_image(image, series_uid=series_uid)
 
 
 def write_result(
@@ -174,25 +186,51 @@ def write_result(
     folder: str | os.PathLike,
     overwrite: bool = False,
     label: torch.Tensor | None = None,
+    output_format: str = OutputFormat.NIFTI,
+    seg_encoding: str = "binary",
 ) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """Write one result: mask, probability and uncertainty NIfTI on the input geometry, overlay PNG, metrics.
+    """Write one result: masks and maps on the input geometry, overlay PNG, metrics.
+
+    Args:
+        result: the segmented image.
+        folder: the case folder.
+        overwrite: replace existing files.
+        label: the reference label, for ``metrics.json``.
+        output_format: ``nifti``: ``mask``, ``probability`` and every uncertainty map as ``.nii.gz``;
+            ``dicom-seg``: ``seg.dcm`` (a DICOM-SEG referencing the source series) and ``uncertainty.dcm`` (the
+            predictive entropy as a DICOM Parametric Map); ``both``: all of them. DICOM outputs need a DICOM
+            series input.
+        seg_encoding: ``binary`` (the mask) or ``fractional`` (the class probabilities) for ``seg.dcm``.
 
     Returns:
         the written paths by kind, and the metrics dict when a label was given.
+
+    Raises:
+        MedsegDataError: DICOM output asked for an input that is not a DICOM series, or a file that exists
+            (without ``overwrite``).
     """
+    fmt = OutputFormat(output_format)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     reference = result.image
-    outputs = {
-        "mask": save_image(
+    outputs: dict[str, Path] = {}
+    if fmt != OutputFormat.NIFTI:
+        outputs["seg"] = result.save_dicom_seg(folder / "seg.dcm", encoding=seg_encoding, overwrite=overwrite)
+        if "predictive_entropy" in result.uncertainty:
+            outputs["uncertainty"] = result.save_dicom_uncertainty(
+                folder / "uncertainty.dcm", kind="predictive_entropy", overwrite=overwrite
+            )
+    if fmt != OutputFormat.DICOM_SEG:
+        outputs["mask"] = save_image(
             result.mask.to(torch.uint8), folder / "mask.nii.gz", reference=reference, overwrite=overwrite
-        ),
-        "probability": save_image(
+        )
+        outputs["probability"] = save_image(
             result.probability, folder / "probability.nii.gz", reference=reference, overwrite=overwrite
-        ),
-    }
-    for key, value in result.uncertainty.items():
-        outputs[key] = save_image(value, folder / f"{key}.nii.gz", reference=reference, overwrite=overwrite)
+        )
+        for key, value in result.uncertainty.items():
+            outputs[key] = save_image(
+                value, folder / f"{key}.nii.gz", reference=reference, overwrite=overwrite
+            )
     overlay = folder / "overlay.png"
     if overlay.exists() and not overwrite:
         raise MedsegDataError(f"{overlay}: exists; pass overwrite to replace it.")
@@ -283,7 +321,12 @@ def _kept_outcome(name: str, image: Any, folder: Path, previous: dict[str, Any] 
     outputs = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and not path.name.startswith("."):
-            kind = path.name.removesuffix(".nii.gz").removesuffix(".png").removesuffix(".json")
+            kind = (
+                path.name.removesuffix(".nii.gz")
+                .removesuffix(".png")
+                .removesuffix(".json")
+                .removesuffix(".dcm")
+            )
             outputs[kind] = str(path)
     metrics = (previous or {}).get("metrics")
     if metrics is None and (folder / "metrics.json").is_file():
@@ -319,19 +362,34 @@ def _first_line(err: BaseException) -> str:
 
 
 def _segment_case(
-    segmenter: Segmenter, case: dict[str, Any], name: str, out: Path, sampling: dict[str, Any]
+    segmenter: Segmenter,
+    case: dict[str, Any],
+    name: str,
+    out: Path,
+    sampling: dict[str, Any],
+    writing: dict[str, Any],
+    series_uid: str | None,
 ) -> CaseOutcome:
     folder = out / name
     stage = _staging_folder(out, name)
     try:
-        image = _load_case_image(case.get("image"))
-        _check_channels(image, segmenter, case.get("image"))
+        image = _load_case_image(case.get("image"), case.get("series_uid") or series_uid)
+        if writing["output_format"] == OutputFormat.DICOM_SEG and "dicom_series_uid" not in image.meta:
+            raise MedsegDataError(
+                f"{_image_text(case.get('image'))}: not a DICOM series, so no DICOM-SEG can reference it "
+                "(use --format nifti or both)"
+            )
         result = segmenter(image, keep_members=False, **sampling)
         label = None
         if case.get("label"):
             label = load_image(case["label"], ndim=result.image.ndim - 1)
             check_pair(result.image, label)
-        paths, metrics = write_result(result, stage, overwrite=True, label=label)
+        if writing["output_format"] == OutputFormat.BOTH and "dicom_series_uid" not in image.meta:
+            writing = {
+                **writing,
+                "output_format": OutputFormat.NIFTI,
+            }  # both: DICOM-SEG where the input is DICOM
+        paths, metrics = write_result(result, stage, overwrite=True, label=label, **writing)
         _publish(stage, folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -347,6 +405,9 @@ def segment_files(
     overwrite: bool = False,
     progress: bool = True,
     report: Callable[[CaseOutcome], None] | None = None,
+    series_uid: str | None = None,
+    output_format: str = "nifti",
+    seg_encoding: str = "binary",
     **sampling: Any,
 ) -> list[CaseOutcome]:
     """Segment every case of ``source`` into ``output_dir/<case>/`` and write ``output_dir/summary.json``.
@@ -365,6 +426,12 @@ def segment_files(
         progress: a progress bar over cases.
         report: called with each case's outcome as soon as it is known (the CLI prints it); when None, failures
             are logged as warnings.
+        series_uid: SeriesInstanceUID to segment in DICOM folders that hold several series (a datalist entry's
+            own ``series_uid`` key wins).
+        output_format: ``nifti`` (default), ``dicom-seg`` (``seg.dcm`` + ``uncertainty.dcm``; a case that is
+            not a DICOM series fails) or ``both`` (NIfTI for every case, DICOM outputs for DICOM inputs); see
+            :func:`write_result`.
+        seg_encoding: ``binary`` or ``fractional`` DICOM-SEG.
         sampling: passed to the segmenter (``ensemble``, ``steps``, ``sampler``, ``fusion``, ``seed``).
 
     Returns:
@@ -372,8 +439,17 @@ def segment_files(
 
     Raises:
         MedsegDataError: if the input holds no case, the output folder cannot be created or written, or
-            another run holds its lock.
+            another run holds its lock; an unknown ``output_format`` or ``seg_encoding``.
     """
+    try:
+        writing = {
+            "output_format": OutputFormat(output_format),
+            "seg_encoding": SegmentationEncoding(seg_encoding),
+        }
+    except ValueError as err:
+        raise MedsegDataError(
+            f"{err}; output_format: nifti, dicom-seg, both; seg_encoding: binary, fractional"
+        ) from None
     out = Path(output_dir)
     cases = collect_cases(source, datalist_key)
     if out.exists() and not out.is_dir():
@@ -396,7 +472,7 @@ def segment_files(
                     outcome = _kept_outcome(name, case.get("image"), folder, previous.get(name))
                 else:
                     try:
-                        outcome = _segment_case(segmenter, case, name, out, sampling)
+                        outcome = _segment_case(segmenter, case, name, out, sampling, writing, series_uid)
                     except Exception as err:  # one case never ends the batch
                         logger.debug("case %s failed", name, exc_info=True)
                         outcome = CaseOutcome(
@@ -449,3 +525,4 @@ def _write_summary(path: Path, previous: dict[str, dict[str, Any]], outcomes: li
     }
     text = json.dumps(summary, indent=2)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+

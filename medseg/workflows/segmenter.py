@@ -155,7 +155,7 @@ class SegmentationResult:
             path,
             self._on_volume(torch.as_tensor(self.uncertainty[kind])),
             source,
-            label=kind.upper()[:16],
+            label=_LUT_LABELS.get(kind, kind.upper()[:16]),
             explanation=f"{kind.replace('_', ' ')} of the ensemble{unit}",
             affine=self.image.affine if isinstance(self.image, MetaTensor) else None,
             series_uid=uid,
@@ -395,8 +395,8 @@ class Segmenter(Predictor):
 
     def _check_channels(self, image: MetaTensor) -> None:
         """The image's channel count against the network's ``in_channels``, named in the error."""
-        expected = getattr(self.network, "in_channels", None)
-        if not isinstance(expected, int) or image.shape[0] == expected:
+        expected = _input_channels(self.network)
+        if expected is None or image.shape[0] == expected:
             return
         meta = image.meta if isinstance(image, MetaTensor) else {}
         files = meta.get("channel_files") or [meta.get("filename_or_obj", "image")]
@@ -439,6 +439,30 @@ class Segmenter(Predictor):
             class_names=self.class_names,
             network_evaluations=out.network_evaluations,
         )
+
+
+def _input_channels(network: torch.nn.Module) -> int | None:
+    """``in_channels`` of a network, looked up through wrappers (``FastInference``, DDP, ``torch.compile``)."""
+    for _ in range(4):
+        channels = getattr(network, "in_channels", None)
+        if isinstance(channels, int):
+            return channels
+        inner = next(
+            (getattr(network, a) for a in ("network", "module", "_orig_mod") if hasattr(network, a)), None
+        )
+        if not isinstance(inner, torch.nn.Module):
+            return None
+        network = inner
+    return None
+
+
+# DICOM LUT labels (16 characters at most) of the uncertainty maps
+_LUT_LABELS = {
+    "predictive_entropy": "PRED_ENTROPY",
+    "expected_entropy": "EXP_ENTROPY",
+    "mutual_information": "MUTUAL_INFO",
+    "variance": "VARIANCE",
+}
 
 
 def _bundle_dicom_seg(bundle: str | os.PathLike) -> dict[str, Any]:
