@@ -409,16 +409,16 @@ def _series_files(src: Path, series_uid: str | None) -> tuple[list[str], Dataset
                 + (f": {notes})" if notes else ")")
             )
         infos = {i.series_uid: i for i in list_dicom_series(src)} if len(groups) > 1 or series_uid else {}
+        # one line (a batch reports each failed case on one line), the series separated by "; "
+        listing = "; ".join(str(i) for i in infos.values())
         if series_uid is None and len(groups) > 1:
-            listing = "\n  ".join(str(i) for i in infos.values())
             raise MedsegDataError(
                 f"{src}: the folder holds {len(groups)} image series; pick one with series_uid= (medseg segment "
-                f"--series-uid UID):\n  {listing}"
+                f"--series-uid UID): {listing}"
             )
         uid = series_uid if series_uid is not None else next(iter(groups))
         if uid not in groups:
-            listing = "\n  ".join(str(i) for i in infos.values())
-            raise MedsegDataError(f"{src}: no image series with SeriesInstanceUID {uid}; found:\n  {listing}")
+            raise MedsegDataError(f"{src}: no image series with SeriesInstanceUID {uid}; found: {listing}")
         files = groups[uid]
         if skipped:
             logger.info("%s: skipped %d file(s) that are not images of a series", src, len(skipped))
