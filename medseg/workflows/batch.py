@@ -84,6 +84,9 @@ class CaseOutcome:
         outputs: written paths by kind (``mask``, ``probability``, uncertainty maps, ``overlay``, ``metrics``).
         metrics: the case's metrics when it had a label.
         kept: the outputs existed and were kept (no ``overwrite``); the case was not segmented again.
+        seconds: wall time of the case in this run (reading, sampling, writing); None when it was kept.
+        network_evaluations: items passed through the network for the case (slices or windows x members x
+            steps); None when it was kept.
     """
 
     name: str
@@ -93,6 +96,8 @@ class CaseOutcome:
     outputs: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     kept: bool = False
+    seconds: float | None = None
+    network_evaluations: int | None = None
 
 
 def safe_case_name(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
@@ -464,9 +469,11 @@ def segment_files(
     with output_lock(out):
         _remove_stale(out)
         previous = _read_summary(out / "summary.json")
+        tracker = _CaseTracker(segmenter, sampling, progress)
         try:
             pairs = list(zip(cases, _unique_names(cases)))
             for case, name in tqdm(pairs, desc="cases", disable=not progress):
+                tracker.start(name)
                 folder = out / name
                 if not overwrite and _has_outputs(folder):
                     outcome = _kept_outcome(name, case.get("image"), folder, previous.get(name))
@@ -478,12 +485,14 @@ def segment_files(
                         outcome = CaseOutcome(
                             name, _image_text(case.get("image")), False, error=_first_line(err)
                         )
+                tracker.finish(outcome)
                 outcomes.append(outcome)
                 if report is not None:
                     report(outcome)
                 elif not outcome.ok:
                     logger.warning("%s: %s", name, outcome.error)
         finally:
+            tracker.close()
             _write_summary(out / "summary.json", previous, outcomes)
     return outcomes
 
@@ -526,3 +535,111 @@ def _write_summary(path: Path, previous: dict[str, dict[str, Any]], outcomes: li
     text = json.dumps(summary, indent=2)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=True)
 
+
+class _CaseTracker:
+    """Per-case timing and network evaluations for ``summary.json``, and a progress bar over the slices (2D
+    networks) or windows (3D) of the case being sampled, with elapsed time and an estimate of the rest.
+
+    Counts the items of every network call (a forward pre-hook on ``segmenter.network``); learns the case's
+    slice count from the shape its preprocessing gives (``segmenter.transforms`` is wrapped while the batch
+    runs). Both are undone by :meth:`close`. A segmenter without a ``network`` module gets timing only.
+    """
+
+    _FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
+
+    def __init__(self, segmenter: Any, sampling: dict[str, Any], progress: bool) -> None:
+        self.segmenter = segmenter
+        self.progress = progress
+        self.evaluations = 0
+        self.started = time.perf_counter()
+        self.bar: Any = None
+        self.name = ""
+        self._hook = None
+        self._transforms = None
+        options = getattr(segmenter, "options", None)
+        ensemble = sampling.get("ensemble") or getattr(options, "ensemble", None) or 1
+        steps = sampling.get("steps") or getattr(options, "steps", None)
+        steps = steps or getattr(segmenter, "schedule_args", {}).get("num_train_timesteps") or 1
+        self.per_unit = int(ensemble) * int(steps)  # network items per slice (or window)
+        network = getattr(segmenter, "network", None)
+        if isinstance(network, torch.nn.Module):
+            self._hook = network.register_forward_pre_hook(self._count, with_kwargs=True)
+        transforms = getattr(segmenter, "transforms", None)
+        if progress and callable(transforms):
+            self._transforms = transforms
+            segmenter.transforms = _ShapeRecorder(transforms, self._prepared)
+
+    def start(self, name: str) -> None:
+        self.name = name
+        self.evaluations = 0
+        self.started = time.perf_counter()
+
+    def _prepared(self, shape: Sequence[int]) -> None:
+        """The preprocessed volume's shape ``(C, X, Y, Z)``: open the bar over its slices or windows."""
+        if not self.progress or len(shape) != 4:
+            return
+        segmenter = self.segmenter
+        if getattr(segmenter, "spatial_dims", 2) == 3 and getattr(segmenter, "roi_size", None):
+            units, unit = _windows(shape[1:], segmenter.roi_size), "windows"
+        else:
+            units, unit = int(shape[1 + int(getattr(segmenter, "slice_axis", 2))]), "slices"
+        self._close_bar()
+        self.bar = tqdm(
+            total=units, desc=self.name, unit=unit, leave=False, bar_format=self._FORMAT, dynamic_ncols=True
+        )
+
+    def _count(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        items = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 0
+        self.evaluations += items
+        if self.bar is not None and items:
+            self.bar.update(min(items / self.per_unit, max(self.bar.total - self.bar.n, 0)))
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def finish(self, outcome: CaseOutcome) -> None:
+        """Record the case's seconds and network evaluations on its outcome (not for a kept case)."""
+        self._close_bar()
+        if not outcome.kept:
+            outcome.seconds = round(time.perf_counter() - self.started, 3)
+            outcome.network_evaluations = self.evaluations
+
+    def close(self) -> None:
+        self._close_bar()
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self._transforms is not None:
+            self.segmenter.transforms = self._transforms
+            self._transforms = None
+
+
+class _ShapeRecorder:
+    """A transform wrapper that reports the shape of the ``image`` it produced (``inverse`` and the rest pass
+    through)."""
+
+    def __init__(self, inner: Callable[..., Any], report: Callable[[Sequence[int]], None]) -> None:
+        self._inner = inner
+        self._report = report
+
+    def __call__(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+        out = self._inner(data, *args, **kwargs)
+        image = out.get("image") if isinstance(out, dict) else None
+        if isinstance(image, torch.Tensor):
+            self._report(tuple(image.shape))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float = 0.25) -> int:
+    """Windows of MONAI's sliding-window scan of ``shape`` (the Segmenter's default overlap)."""
+    count = 1
+    for size, roi in zip(shape, roi_size):
+        step = max(int(roi * (1 - overlap)), 1)
+        count *= 1 if size <= roi else math.ceil((size - roi) / step) + 1
+    return count
