@@ -164,6 +164,9 @@ def test_the_pages_commands_train_and_segment(
     probability = nib.load(cwd / "out" / "new_scan" / "probability.nii.gz").get_fdata()
     assert mask.shape == (24, 20, 8) and probability.shape == (24, 20, 8, classes)
     assert set(np.unique(mask)) <= set(range(classes))
+    if classes == 2:  # the page's rule: the lesion where its probability is above 0.5, background at 0.5
+        clear = np.abs(probability[..., 1] - 0.5) > 1e-6
+        np.testing.assert_array_equal((probability[..., 1] > 0.5)[clear], (mask == 1)[clear])
     summary = json.loads((cwd / "out" / "summary.json").read_text())
     (case,) = summary["cases"]
     assert (
