@@ -185,6 +185,8 @@ def test_the_pages_commands_train_and_segment(
     assert (cwd / "new_scan_overlay.png").is_file()
 
     # and so does MONAI's command on the run's own inference config, with --bundle_root the run folder
+    if classes != 2:
+        return
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(
