@@ -207,7 +207,9 @@ class Segmenter(Predictor):
         eta: DDIM eta.
         seed: default seed (results are reproducible for a given seed).
         batch_size: slices (2D) or windows (3D) sampled together.
-        max_batch: most items per network call (None: all members of a batch at once).
+        max_batch: most items (slices x members) per network call; the default 20 is the 4 slices x 5 members
+            of the default ensemble in one call, and keeps memory from growing with larger ensembles (None: all
+            members of a batch of slices at once).
         device: where the network runs; None picks CUDA when available.
         decode_margin: samples within this of -1 / +1 decode to probability 0 / 1 (:class:`MaskCodec`).
         precision: ``float32``, ``bfloat16`` or ``auto`` (bf16 where the hardware has it natively; see
@@ -247,7 +249,7 @@ class Segmenter(Predictor):
         eta: float = SamplingOptions.eta,
         seed: int | None = SamplingOptions.seed,
         batch_size: int = 4,
-        max_batch: int | None = None,
+        max_batch: int | None = 20,
         device: str | torch.device | None = None,
         decode_margin: float = DECODE_MARGIN,
         precision: str = "float32",
