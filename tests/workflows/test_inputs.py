@@ -119,4 +119,5 @@ def test_series_uid_picks_one_series_in_python_and_in_datalists(two_series: Path
     assert Path(outcome.outputs["seg"]).is_file()  # the SEG references the picked series
     (refused,) = segment_files(segmenter, two_series, tmp_path / "out2", progress=False)
     assert not refused.ok and "--series-uid UID" in refused.error
-    assert OBLIQUE_UID in refused.error and "(MR" in refused.error and "(CT" in refused.error  # on the one line
+    # the series are listed on that one line
+    assert OBLIQUE_UID in refused.error and "(MR" in refused.error and "(CT" in refused.error
