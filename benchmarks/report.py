@@ -485,7 +485,9 @@ def _decode_margin(dm: dict[str, Any]) -> list[str]:
 def _ensemble_calibration(ec: dict[str, Any]) -> list[str]:
     args = ec.get("args", {})
     lines = [
-        "## Ensemble size, fusion and calibration of the shipped segmentation bundles (MNI slabs)",
+        "## Ensemble size, fusion and calibration of the shipped segmentation bundles (MNI slabs, DDIM eta "
+        + ", ".join(str(e) for e in args.get("etas", []))
+        + ")",
         "",
         f"Files: {', '.join(ec['files'])}. Command: `python -m benchmarks.ensemble_calibration "
         f"--margins {' '.join(str(m) for m in args.get('margins', []))} --etas "
