@@ -137,7 +137,7 @@ def test_overwrite_replaces_the_whole_case_folder(bundle: Path, dataset: Path, t
 def test_evaluate_configs_of_the_segmentation_bundles_resolve(config: str) -> None:
     from monai.bundle import ConfigParser
 
-    from medseg.cli import _config_files
+    from medseg.cli.train_evaluate import _config_files
 
     files = _config_files(BUNDLES / config, "evaluate")
     names = [Path(f).name for f in files]

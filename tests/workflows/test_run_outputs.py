@@ -11,7 +11,8 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
-from medseg.cli import _duration, main
+from medseg.cli import main
+from medseg.cli.option_types import _duration
 from medseg.data import save_image
 from medseg.visualize import overlay_figure
 from medseg.visualize.overlay import montage_slices
