@@ -11,37 +11,40 @@ the same output folder while one is running.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import math
 import os
 import re
 import shutil
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
 from medseg.data import (
     MedsegDataError,
     SegmentationEncoding,
-    atomic_write,
     check_pair,
     group_channel_files,
     load_datalist,
     load_image,
-    save_image,
 )
-from medseg.data.writers import current_umask
-from medseg.workflows.segmenter import SegmentationResult, Segmenter
+from medseg.workflows.case_outputs import (
+    CaseOutcome,
+    OutputFormat,
+    has_outputs,
+    image_text,
+    kept_outcome,
+    publish,
+    remove_stale,
+    staging_folder,
+    write_result,
+)
+from medseg.workflows.case_tracker import CaseTracker
+from medseg.workflows.lock import LOCK_NAME, output_lock
+from medseg.workflows.segmenter import Segmenter
+from medseg.workflows.summary import read_summary, write_summary
 
 __all__ = [
     "LOCK_NAME",
@@ -58,46 +61,6 @@ logger = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".npy")
 _MODALITY_SUFFIX = re.compile(r"_\d{4}$")  # nnU-Net channel files: case_0000, case_0001, ...
-LOCK_NAME = ".medseg.lock"
-"""Name of the lock file that :func:`segment_files` holds in its output folder while it runs."""
-_STAGING = ".partial"
-_RETIRED = ".old"
-
-
-class OutputFormat(StrEnum):
-    """What :func:`segment_files` writes per case."""
-
-    NIFTI = "nifti"
-    DICOM_SEG = "dicom-seg"
-    BOTH = "both"
-
-
-@dataclass
-class CaseOutcome:
-    """What happened to one case of a batch.
-
-    Attributes:
-        name: the case folder's name under the output folder.
-        image: the input image path (several paths joined by ``", "`` for a multi-channel case).
-        ok: the case folder holds this case's outputs (segmented now, or kept from an earlier run).
-        error: the reason of a failure, one line.
-        outputs: written paths by kind (``mask``, ``probability``, uncertainty maps, ``overlay``, ``metrics``).
-        metrics: the case's metrics when it had a label.
-        kept: the outputs existed and were kept (no ``overwrite``); the case was not segmented again.
-        seconds: wall time of the case in this run (reading, sampling, writing); None when it was kept.
-        network_evaluations: items passed through the network for the case (slices or windows x members x
-            steps); None when it was kept.
-    """
-
-    name: str
-    image: str
-    ok: bool
-    error: str | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, Any] | None = None
-    kept: bool = False
-    seconds: float | None = None
-    network_evaluations: int | None = None
 
 
 def safe_case_name(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
@@ -161,11 +124,8 @@ def _is_nnunet_images_folder(folder: Path) -> bool:
     return folder.name.startswith("images") or (folder.parent / "dataset.json").is_file()
 
 
-def _image_text(image: Any) -> str:
-    return ", ".join(map(str, image)) if isinstance(image, (list, tuple)) else str(image)
-
-
 def _unique_names(cases: list[dict[str, Any]]) -> list[str]:
+    """Case folder names, made unique by ``_2``, ``_3`` suffixes."""
     names: list[str] = []
     for case in cases:
         base = safe_case_name(case.get("image") or "case")
@@ -186,180 +146,8 @@ def _load_case_image(image: Any, series_uid: str | None = None) -> MetaTensor:
     return load_image(image, series_uid=series_uid)
 
 
-def write_result(
-    result: SegmentationResult,
-    folder: str | os.PathLike,
-    overwrite: bool = False,
-    label: torch.Tensor | None = None,
-    output_format: str = OutputFormat.NIFTI,
-    seg_encoding: str = "binary",
-) -> tuple[dict[str, str], dict[str, Any] | None]:
-    """Write one result: masks and maps on the input geometry, overlay PNG, metrics.
-
-    Args:
-        result: the segmented image.
-        folder: the case folder.
-        overwrite: replace existing files.
-        label: the reference label, for ``metrics.json``.
-        output_format: ``nifti``: ``mask``, ``probability`` and every uncertainty map as ``.nii.gz``;
-            ``dicom-seg``: ``seg.dcm`` (a DICOM-SEG referencing the source series) and ``uncertainty.dcm`` (the
-            predictive entropy as a DICOM Parametric Map); ``both``: all of them. DICOM outputs need a DICOM
-            series input.
-        seg_encoding: ``binary`` (the mask) or ``fractional`` (the class probabilities) for ``seg.dcm``.
-
-    Returns:
-        the written paths by kind, and the metrics dict when a label was given.
-
-    Raises:
-        MedsegDataError: DICOM output asked for an input that is not a DICOM series, or a file that exists
-            (without ``overwrite``).
-    """
-    fmt = OutputFormat(output_format)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    reference = result.image
-    outputs: dict[str, Path] = {}
-    if fmt != OutputFormat.NIFTI:
-        outputs["seg"] = result.save_dicom_seg(folder / "seg.dcm", encoding=seg_encoding, overwrite=overwrite)
-        if "predictive_entropy" in result.uncertainty:
-            outputs["uncertainty"] = result.save_dicom_uncertainty(
-                folder / "uncertainty.dcm", kind="predictive_entropy", overwrite=overwrite
-            )
-    if fmt != OutputFormat.DICOM_SEG:
-        outputs["mask"] = save_image(
-            result.mask.to(torch.uint8), folder / "mask.nii.gz", reference=reference, overwrite=overwrite
-        )
-        outputs["probability"] = save_image(
-            result.probability, folder / "probability.nii.gz", reference=reference, overwrite=overwrite
-        )
-        for key, value in result.uncertainty.items():
-            outputs[key] = save_image(
-                value, folder / f"{key}.nii.gz", reference=reference, overwrite=overwrite
-            )
-    overlay = folder / "overlay.png"
-    if overlay.exists() and not overwrite:
-        raise MedsegDataError(f"{overlay}: exists; pass overwrite to replace it.")
-    result.plot(path=overlay)
-    outputs["overlay"] = overlay
-    metrics = None
-    if label is not None:
-        from medseg.metrics import segmentation_report
-
-        spacing = [float(s) for s in result.image.pixdim] if hasattr(result.image, "pixdim") else None
-        metrics = segmentation_report(
-            result.probability.as_tensor()
-            if hasattr(result.probability, "as_tensor")
-            else result.probability,
-            torch.as_tensor(label).long(),
-            spacing=spacing,
-            # binary maps report the foreground class only; multi-class reports take all names
-            class_names=result.class_names[1:] if result.probability.shape[0] == 1 else result.class_names,
-        )
-        text = json.dumps(metrics, indent=2)
-        outputs["metrics"] = atomic_write(
-            folder / "metrics.json", lambda tmp: Path(tmp).write_text(text), overwrite
-        )
-    return {k: str(v) for k, v in outputs.items()}, metrics
-
-
-@contextlib.contextmanager
-def output_lock(folder: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``folder/.medseg.lock`` exclusively (``flock``; released by the kernel if the process dies).
-
-    Raises:
-        MedsegDataError: if another process holds it, or the lock file cannot be created.
-    """
-    path = Path(folder) / LOCK_NAME
-    try:
-        handle = open(path, "a+")  # held open for the whole run
-    except OSError as err:
-        raise MedsegDataError(f"{path}: cannot create the lock file: {err.strerror or err}") from err
-    try:
-        try:
-            import fcntl
-        except ImportError:  # no flock on this platform: runs are not serialised
-            fcntl = None
-        if fcntl is not None:
-            # a few tries over a second: a run that only checks the lock (the CLI does) holds it for microseconds
-            for attempt in range(20):
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if attempt < 19:
-                        time.sleep(0.05)
-            else:
-                handle.seek(0)
-                owner = handle.read().strip() or "unknown"
-                raise MedsegDataError(
-                    f"{folder}: another medseg run (pid {owner}) is writing to this folder; wait for it to end "
-                    "or choose another output folder"
-                ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield path
-    finally:
-        handle.close()
-
-
-def _remove_stale(out: Path) -> None:
-    """Staging folders and temporary files that a killed run left (hidden names of this module only)."""
-    for entry in out.iterdir():
-        name = entry.name
-        if not name.startswith("."):
-            continue
-        if entry.is_dir() and (_STAGING in name or _RETIRED in name):
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_file() and name.startswith(".summary.json.") and ".tmp" in name:
-            with contextlib.suppress(OSError):
-                entry.unlink()
-
-
-def _has_outputs(folder: Path) -> bool:
-    return folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())
-
-
-def _kept_outcome(name: str, image: Any, folder: Path, previous: dict[str, Any] | None) -> CaseOutcome:
-    """A case whose outputs exist: ok, with the outputs and metrics of the earlier run."""
-    outputs = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            kind = (
-                path.name.removesuffix(".nii.gz")
-                .removesuffix(".png")
-                .removesuffix(".json")
-                .removesuffix(".dcm")
-            )
-            outputs[kind] = str(path)
-    metrics = (previous or {}).get("metrics")
-    if metrics is None and (folder / "metrics.json").is_file():
-        with contextlib.suppress(OSError, ValueError):
-            metrics = json.loads((folder / "metrics.json").read_text())
-    return CaseOutcome(name, _image_text(image), True, outputs=outputs, metrics=metrics, kept=True)
-
-
-def _staging_folder(out: Path, name: str) -> Path:
-    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=_STAGING, dir=out))
-    os.chmod(stage, 0o777 & ~current_umask())
-    return stage
-
-
-def _publish(stage: Path, folder: Path) -> None:
-    """Move a complete staging folder to ``folder``, replacing what is there."""
-    retired = None
-    if folder.is_dir():
-        retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=_RETIRED, dir=folder.parent))
-        os.replace(folder, retired / folder.name)
-    elif folder.exists():
-        folder.unlink()
-    os.replace(stage, folder)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
-
-
 def _first_line(err: BaseException) -> str:
+    """A failure's reason in one line (with the exception type, except for data errors)."""
     lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
     if isinstance(err, (MedsegDataError, FileNotFoundError)) and lines:
         return lines[0]
@@ -375,13 +163,14 @@ def _segment_case(
     writing: dict[str, Any],
     series_uid: str | None,
 ) -> CaseOutcome:
+    """Segment one case into a staging folder and publish it as ``out/name``."""
     folder = out / name
-    stage = _staging_folder(out, name)
+    stage = staging_folder(out, name)
     try:
         image = _load_case_image(case.get("image"), case.get("series_uid") or series_uid)
         if writing["output_format"] == OutputFormat.DICOM_SEG and "dicom_series_uid" not in image.meta:
             raise MedsegDataError(
-                f"{_image_text(case.get('image'))}: not a DICOM series, so no DICOM-SEG can reference it "
+                f"{image_text(case.get('image'))}: not a DICOM series, so no DICOM-SEG can reference it "
                 "(use --format nifti or both)"
             )
         result = segmenter(image, keep_members=False, **sampling)
@@ -395,11 +184,11 @@ def _segment_case(
                 "output_format": OutputFormat.NIFTI,
             }  # both: DICOM-SEG where the input is DICOM
         paths, metrics = write_result(result, stage, overwrite=True, label=label, **writing)
-        _publish(stage, folder)
+        publish(stage, folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     outputs = {kind: str(folder / Path(path).name) for kind, path in paths.items()}
-    return CaseOutcome(name, _image_text(case.get("image")), True, outputs=outputs, metrics=metrics)
+    return CaseOutcome(name, image_text(case.get("image")), True, outputs=outputs, metrics=metrics)
 
 
 def segment_files(
@@ -467,23 +256,23 @@ def segment_files(
         raise MedsegDataError(f"{out}: the output folder is not writable")
     outcomes: list[CaseOutcome] = []
     with output_lock(out):
-        _remove_stale(out)
-        previous = _read_summary(out / "summary.json")
-        tracker = _CaseTracker(segmenter, sampling, progress)
+        remove_stale(out)
+        previous = read_summary(out / "summary.json")
+        tracker = CaseTracker(segmenter, sampling, progress)
         try:
             pairs = list(zip(cases, _unique_names(cases)))
             for case, name in tqdm(pairs, desc="cases", disable=not progress):
                 tracker.start(name)
                 folder = out / name
-                if not overwrite and _has_outputs(folder):
-                    outcome = _kept_outcome(name, case.get("image"), folder, previous.get(name))
+                if not overwrite and has_outputs(folder):
+                    outcome = kept_outcome(name, case.get("image"), folder, previous.get(name))
                 else:
                     try:
                         outcome = _segment_case(segmenter, case, name, out, sampling, writing, series_uid)
                     except Exception as err:  # one case never ends the batch
                         logger.debug("case %s failed", name, exc_info=True)
                         outcome = CaseOutcome(
-                            name, _image_text(case.get("image")), False, error=_first_line(err)
+                            name, image_text(case.get("image")), False, error=_first_line(err)
                         )
                 tracker.finish(outcome)
                 outcomes.append(outcome)
@@ -493,153 +282,5 @@ def segment_files(
                     logger.warning("%s: %s", name, outcome.error)
         finally:
             tracker.close()
-            _write_summary(out / "summary.json", previous, outcomes)
+            write_summary(out / "summary.json", previous, outcomes)
     return outcomes
-
-
-def _read_summary(path: Path) -> dict[str, dict[str, Any]]:
-    """Cases of an earlier ``summary.json`` by name; an unreadable one is set aside with a warning."""
-    if not path.is_file():
-        return {}
-    try:
-        content = json.loads(path.read_text())
-        return {c["name"]: c for c in content["cases"] if isinstance(c, dict) and "name" in c}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        logger.warning("%s: unreadable earlier summary (%s); it is replaced by this run's", path, err)
-        return {}
-
-
-def _mean(values: list[float | None]) -> float | None:
-    kept = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else None
-
-
-def _write_summary(path: Path, previous: dict[str, dict[str, Any]], outcomes: list[CaseOutcome]) -> None:
-    cases = dict(previous)
-    for outcome in outcomes:
-        cases[outcome.name] = asdict(outcome)
-    merged = list(cases.values())
-    scored = [c["metrics"] for c in merged if c.get("ok") and c.get("metrics")]
-    summary = {
-        "cases": merged,
-        "succeeded": sum(bool(c.get("ok")) for c in merged),
-        "failed": sum(not c.get("ok") for c in merged),
-        "mean": {
-            key: _mean([m.get("mean", {}).get(key) for m in scored])
-            for key in ("dice", "hd95", "multi_threshold_dice", "ece")
-        }
-        | {key: _mean([m.get(key) for m in scored]) for key in ("brier", "nll")}
-        if scored
-        else None,
-    }
-    text = json.dumps(summary, indent=2)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=True)
-
-
-class _CaseTracker:
-    """Per-case timing and network evaluations for ``summary.json``, and a progress bar over the slices (2D
-    networks) or windows (3D) of the case being sampled, with elapsed time and an estimate of the rest.
-
-    Counts the items of every network call (a forward pre-hook on ``segmenter.network``); learns the case's
-    slice count from the shape its preprocessing gives (``segmenter.transforms`` is wrapped while the batch
-    runs). Both are undone by :meth:`close`. A segmenter without a ``network`` module gets timing only.
-    """
-
-    _FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} {unit} [{elapsed}<{remaining}]"
-
-    def __init__(self, segmenter: Any, sampling: dict[str, Any], progress: bool) -> None:
-        self.segmenter = segmenter
-        self.progress = progress
-        self.evaluations = 0
-        self.started = time.perf_counter()
-        self.bar: Any = None
-        self.name = ""
-        self._hook = None
-        self._transforms = None
-        options = getattr(segmenter, "options", None)
-        ensemble = sampling.get("ensemble") or getattr(options, "ensemble", None) or 1
-        steps = sampling.get("steps") or getattr(options, "steps", None)
-        steps = steps or getattr(segmenter, "schedule_args", {}).get("num_train_timesteps") or 1
-        self.per_unit = int(ensemble) * int(steps)  # network items per slice (or window)
-        network = getattr(segmenter, "network", None)
-        if isinstance(network, torch.nn.Module):
-            self._hook = network.register_forward_pre_hook(self._count, with_kwargs=True)
-        transforms = getattr(segmenter, "transforms", None)
-        if progress and callable(transforms):
-            self._transforms = transforms
-            segmenter.transforms = _ShapeRecorder(transforms, self._prepared)
-
-    def start(self, name: str) -> None:
-        self.name = name
-        self.evaluations = 0
-        self.started = time.perf_counter()
-
-    def _prepared(self, shape: Sequence[int]) -> None:
-        """The preprocessed volume's shape ``(C, X, Y, Z)``: open the bar over its slices or windows."""
-        if not self.progress or len(shape) != 4:
-            return
-        segmenter = self.segmenter
-        if getattr(segmenter, "spatial_dims", 2) == 3 and getattr(segmenter, "roi_size", None):
-            units, unit = _windows(shape[1:], segmenter.roi_size), "windows"
-        else:
-            units, unit = int(shape[1 + int(getattr(segmenter, "slice_axis", 2))]), "slices"
-        self._close_bar()
-        self.bar = tqdm(
-            total=units, desc=self.name, unit=unit, leave=False, bar_format=self._FORMAT, dynamic_ncols=True
-        )
-
-    def _count(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        first = args[0] if args else next(iter(kwargs.values()), None)
-        items = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else 0
-        self.evaluations += items
-        if self.bar is not None and items:
-            self.bar.update(min(items / self.per_unit, max(self.bar.total - self.bar.n, 0)))
-
-    def _close_bar(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def finish(self, outcome: CaseOutcome) -> None:
-        """Record the case's seconds and network evaluations on its outcome (not for a kept case)."""
-        self._close_bar()
-        if not outcome.kept:
-            outcome.seconds = round(time.perf_counter() - self.started, 3)
-            outcome.network_evaluations = self.evaluations
-
-    def close(self) -> None:
-        self._close_bar()
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        if self._transforms is not None:
-            self.segmenter.transforms = self._transforms
-            self._transforms = None
-
-
-class _ShapeRecorder:
-    """A transform wrapper that reports the shape of the ``image`` it produced (``inverse`` and the rest pass
-    through)."""
-
-    def __init__(self, inner: Callable[..., Any], report: Callable[[Sequence[int]], None]) -> None:
-        self._inner = inner
-        self._report = report
-
-    def __call__(self, data: Any, *args: Any, **kwargs: Any) -> Any:
-        out = self._inner(data, *args, **kwargs)
-        image = out.get("image") if isinstance(out, dict) else None
-        if isinstance(image, torch.Tensor):
-            self._report(tuple(image.shape))
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float = 0.25) -> int:
-    """Windows of MONAI's sliding-window scan of ``shape`` (the Segmenter's default overlap)."""
-    count = 1
-    for size, roi in zip(shape, roi_size):
-        step = max(int(roi * (1 - overlap)), 1)
-        count *= 1 if size <= roi else math.ceil((size - roi) / step) + 1
-    return count
