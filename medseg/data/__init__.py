@@ -13,20 +13,12 @@ from medseg.data.annotator_dataset import AnnotatorSliceDataset
 from medseg.data.annotators import draw_annotator_labels, mni_tissue_probabilities
 from medseg.data.checks import check_finite, check_label, check_pair
 from medseg.data.datalists import DatalistKey, group_channel_files, load_datalist
-from medseg.data.dicom import (
-    DicomSeriesGeometry,
-    DicomSeriesInfo,
-    DicomSlice,
-    dicom_series_geometry,
-    list_dicom_series,
-)
-from medseg.data.dicom_seg import (
-    SegmentationEncoding,
-    load_dicom_seg,
-    segment_codes,
-    write_dicom_parametric_map,
-    write_dicom_seg,
-)
+from medseg.data.dicom import DicomSeriesGeometry, DicomSlice, dicom_series_geometry
+from medseg.data.dicom_parametric_map import write_dicom_parametric_map
+from medseg.data.dicom_seg import write_dicom_seg
+from medseg.data.dicom_seg_codes import SegmentationEncoding, segment_codes
+from medseg.data.dicom_seg_reader import load_dicom_seg
+from medseg.data.dicom_series import DicomSeriesInfo, list_dicom_series
 from medseg.data.errors import MedsegDataError
 from medseg.data.readers import ImageFormat, detect_format, load_image
 from medseg.data.samples import (

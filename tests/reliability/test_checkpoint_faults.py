@@ -11,7 +11,8 @@ from monai.engines import SupervisedTrainer
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from torch import nn
 
-from medseg.engines.checkpoints import CheckpointError, ResumableCheckpoint
+from medseg.engines.checkpoints import ResumableCheckpoint
+from medseg.engines.resume_checks import CheckpointError
 from tests.reliability.conftest import digests
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore:.*CUDA.*:UserWarning")
