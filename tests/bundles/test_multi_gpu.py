@@ -30,7 +30,9 @@ def test_torchrun_two_processes_gloo(bundle: str, patience: int, tiny_datalist: 
     # rank 0 writes the run bundle and the best-validated weights, without the DDP prefix either
     best = torch.load(tmp_path / "models" / "model_best.pt", weights_only=True)
     assert set(best) == set(model)
-    assert (tmp_path / "configs" / "common.json").is_file() and (tmp_path / "configs" / "inference.json").is_file()
+    assert (tmp_path / "configs" / "common.json").is_file() and (
+        tmp_path / "configs" / "inference.json"
+    ).is_file()
     # only rank 0 logs the loss and writes TensorBoard events
     assert result.stdout.count("Epoch: 1/1, Iter: 1/2") + result.stderr.count("Epoch: 1/1, Iter: 1/2") == 1
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

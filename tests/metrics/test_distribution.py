@@ -8,11 +8,11 @@ import pytest
 import torch
 from monai.metrics import compute_roc_auc
 
-from medseg.metrics import expected_calibration_error
 from medseg.metrics import (
     distribution_metrics,
     empirical_marginal,
     error_map,
+    expected_calibration_error,
     generalized_energy_distance,
     hungarian_matched_iou,
     marginal_absolute_error,
