@@ -45,7 +45,7 @@ def probability_to_mask(probability: torch.Tensor) -> torch.Tensor:
             per class, background first.
 
     Returns:
-        ``(1, *spatial)`` uint8 label map (the layout of ``MaskCodec.to_mask``).
+        ``(1, *spatial)`` uint8 label map.
 
     Raises:
         ValueError: not a ``(C, *spatial)`` tensor with 1 to 3 spatial axes.
