@@ -147,8 +147,8 @@ def test_ddpm_golden_full_chain() -> None:
             if t > 0:
                 var = (1 - a_prev) / (1 - a_t) * betas[t]
                 x = mean + math.sqrt(var) * torch.randn((1, 1, 2, 3), generator=g)[0].double()
-            else:
-                x = mean
+            else:  # 1 - abar_0 = beta_0, so Eq. 7's coefficients are exactly 1 and 0: the mean is x0
+                x = x0
         torch.testing.assert_close(result.x0[0, m].double(), x, atol=1e-5, rtol=1e-5)
 
 
