@@ -6,10 +6,12 @@ seconds on a CPU, ``python -m monai.bundle`` in a subprocess, a tiny synthetic d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -24,14 +26,21 @@ __all__ = [
     "BUNDLES",
     "BUNDLE_NAMES",
     "REPO",
+    "TINY_NETWORK",
     "TINY_NETWORKS",
     "bundle_cli",
+    "digests",
+    "error_lines",
     "layered",
+    "medseg",
     "run_bundle",
+    "tiny_bundle",
     "tiny_inference_overrides",
     "tiny_palette_net",
     "tiny_train_overrides",
     "torchrun_train",
+    "train_args",
+    "write_nifti",
     "write_tiny_datalist",
 ]
 
@@ -191,3 +200,130 @@ def tiny_palette_net(source: int = 1, target: int = 1, perturb: float = 0.0) -> 
             for p in net.parameters():
                 p.add_(perturb * torch.randn_like(p))
     return net
+
+
+# The reliability suite: the real ``medseg`` command in a subprocess, a tiny bundle, tiny data.
+
+TINY_NETWORK = {
+    "_target_": "medseg.networks.MedSegDiffUNet",
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "channels": [4, 8],
+    "num_res_blocks": 1,
+    "norm_num_groups": 4,
+    "num_head_channels": 4,
+}
+
+
+def medseg(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``medseg ARGS`` in a fresh Python process with one torch thread; stdout and stderr captured."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "medseg.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess) -> list[str]:
+    """The lines of stderr that are not progress bars or library warnings."""
+    return [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith(("cases:", "WARNING ", "  warn"))
+    ]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (relative path -> digest)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
+    return path
+
+
+def tiny_bundle(root: Path, network: dict | None = None) -> Path:
+    """A segmentation bundle with an untrained 2-level MedSegDiff: the CLI's plumbing is under test."""
+    import torch
+
+    from medseg.networks import MedSegDiffUNet
+
+    network = network or TINY_NETWORK
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    model = MedSegDiffUNet(**{k: v for k, v in network.items() if k != "_target_"})
+    torch.save(model.state_dict(), root / "models" / "model.pt")
+    (root / "configs" / "metadata.json").write_text(json.dumps({"version": "0.0.1", "task": "test"}))
+    inference = {
+        "imports": [
+            "$import torch",
+            "$import medseg",
+            "$import medseg.data",
+            "$import medseg.engines",
+            "$import medseg.workflows",
+        ],
+        "bundle_root": ".",
+        "device": "cpu",
+        "ckpt_path": "$@bundle_root + '/models/model.pt'",
+        "output_dir": "$@bundle_root + '/eval'",
+        "input": None,
+        "datalist_key": "test",
+        "overwrite": False,
+        "network_def": network,
+        "segmenter": {
+            "_target_": "medseg.workflows.Segmenter",
+            "network": "@network_def",
+            "checkpoint": "@ckpt_path",
+            "class_names": ["background", "foreground"],
+            "spacing": None,
+            "divisible_by": 2,
+            "ensemble": 2,
+            "steps": 2,
+            "device": "@device",
+        },
+        "run": [
+            "$medseg.workflows.segment_files(@segmenter, @input, @output_dir, datalist_key=@datalist_key, "
+            "overwrite=@overwrite)"
+        ],
+    }
+    (root / "configs" / "inference.json").write_text(json.dumps(inference))
+    # evaluate.json exactly as the shipped segmentation bundles have it: on top of inference.json
+    evaluate = json.loads((BUNDLES / "medsegdiff" / "configs" / "evaluate.json").read_text())
+    (root / "configs" / "evaluate.json").write_text(json.dumps(evaluate))
+    return root
+
+
+def train_args(output_dir: Path, datalist: Path, *extra: str) -> Sequence[str]:
+    """``medseg train`` of the shipped MedSegDiff bundle, shrunk to a 2-level network on 12x12 slices."""
+    return (
+        "train",
+        "--bundle",
+        str(BUNDLES / "medsegdiff"),
+        "--output-dir",
+        str(output_dir),
+        "--datalist",
+        str(datalist),
+        "--device",
+        "cpu",
+        "network_def#channels=[4,8]",
+        "network_def#attention_levels=[false,false]",
+        "network_def#norm_num_groups=4",
+        "network_def#num_head_channels=4",
+        "spacing=[1,1,1]",
+        "divisible_by=2",
+        "batch_size=4",
+        "val_interval=100",
+        *extra,
+    )

@@ -24,8 +24,7 @@ import pytest
 import torch
 
 from medseg.cli import main
-from tests.helpers import BUNDLES, REPO, TINY_NETWORKS
-from tests.reliability.conftest import digests
+from tests.helpers import BUNDLES, REPO, TINY_NETWORKS, digests
 
 PAGE = REPO / "docs" / "own_data.md"
 # what makes the documented train command run in seconds: a tiny network, one epoch, short validations

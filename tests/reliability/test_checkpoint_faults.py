@@ -13,7 +13,7 @@ from torch import nn
 
 from medseg.engines.checkpoints import ResumableCheckpoint
 from medseg.engines.resume_checks import CheckpointError
-from tests.reliability.conftest import digests
+from tests.helpers import digests
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore:.*CUDA.*:UserWarning")
 

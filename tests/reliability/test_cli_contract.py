@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medseg.networks import MedSegDiffUNet
-from tests.reliability.conftest import TINY_NETWORK, error_lines, medseg
+from tests.helpers import TINY_NETWORK, error_lines, medseg
 
 
 def _assert_refused(result, *fragments: str) -> str:

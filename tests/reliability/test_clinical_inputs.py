@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.reliability.conftest import REPO, TINY_NETWORK, error_lines, medseg, tiny_bundle, train_args
+from tests.helpers import REPO, TINY_NETWORK, error_lines, medseg, tiny_bundle, train_args
 
 OBLIQUE = REPO / "tests" / "data" / "dicom_mr_oblique"
 OBLIQUE_UID = "0.0.0.0.3.8811.2.20010413115754.12432"

@@ -13,7 +13,7 @@ import pytest
 
 from medseg.data import MedsegDataError
 from medseg.workflows.batch import output_lock
-from tests.reliability.conftest import BUNDLES, error_lines, medseg, write_nifti
+from tests.helpers import BUNDLES, error_lines, medseg, write_nifti
 
 
 def _odd_cases(root: Path) -> Path:

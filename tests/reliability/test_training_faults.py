@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.reliability.conftest import digests, error_lines, medseg, train_args
+from tests.helpers import digests, error_lines, medseg, train_args
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
