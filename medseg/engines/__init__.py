@@ -6,7 +6,6 @@ from medseg.engines.checkpoints import BestModelCheckpoint, ResumableCheckpoint,
 from medseg.engines.evaluation import class_summary
 from medseg.engines.handlers import FinalValidation, GradientClipHandler, TrainingTimeLimit
 from medseg.engines.prepare_batch import ConditionalDiffusionPrepareBatch
-from medseg.engines.run_bundle import RunBundle
 from medseg.engines.threads import configure_threads
 
 __all__ = [
@@ -15,7 +14,6 @@ __all__ = [
     "FinalValidation",
     "GradientClipHandler",
     "ResumableCheckpoint",
-    "RunBundle",
     "TrainingTimeLimit",
     "class_summary",
     "configure_threads",

@@ -36,7 +36,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medseg.data import MedsegDataError, load_image, mni_tissue_slices
+from medseg.data import MedsegDataError, load_datalist, load_image, mni_tissue_slices
 from medseg.data.samples import normalize_percentile
 from medseg.translation.tasks import PaletteDegradationd
 
@@ -195,8 +195,6 @@ def palette_images(
                     f"{path}: no image files ({', '.join(_RASTER + _NIFTI)}) in this folder."
                 )
         elif path.is_file() and path.suffix == ".json":
-            from medseg.data import load_datalist
-
             files = [
                 Path(e["image"] if isinstance(e["image"], str) else e["image"][0])
                 for e in load_datalist(path, split)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from medseg.data import atomic_write
+
 __all__ = ["montage_slices", "overlay_figure"]
 
 
@@ -186,7 +188,5 @@ def overlay_figure(
             fontsize=9,
         )
     if path is not None:
-        from medseg.data import atomic_write
-
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), overwrite=True)
     return fig

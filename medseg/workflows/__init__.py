@@ -5,12 +5,14 @@ from medseg.workflows.bundles import bundle_parser, bundle_path, config_files, l
 from medseg.workflows.case_outputs import CaseOutcome, write_result
 from medseg.workflows.predictor import Predictor, resolve_device
 from medseg.workflows.result import SegmentationResult
+from medseg.workflows.run_bundle import RunBundle
 from medseg.workflows.segmenter import Segmenter
 from medseg.workflows.translator import TranslationOutput, Translator
 
 __all__ = [
     "CaseOutcome",
     "Predictor",
+    "RunBundle",
     "SegmentationResult",
     "Segmenter",
     "TranslationOutput",

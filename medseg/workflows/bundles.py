@@ -15,6 +15,8 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
+from medseg.data.writers import atomic_write
+
 __all__ = [
     "CONFIG_LAYERS",
     "RUN_BEST_WEIGHTS",
@@ -149,7 +151,6 @@ def _is_literal_path(value: Any) -> bool:
 
 def _write_json(path: Path, content: Any) -> bool:
     """Write ``content`` as JSON unless the file already holds exactly that text; whether it was written."""
-    from medseg.data.writers import atomic_write
 
     text = json.dumps(content, indent=4) + "\n"
     if path.is_file() and path.read_text() == text:
@@ -274,7 +275,5 @@ def write_run_bundle(
     logging_conf = src / "configs" / "logging.conf"
     target = run / "configs" / "logging.conf"
     if logging_conf.is_file() and (not target.is_file() or target.read_bytes() != logging_conf.read_bytes()):
-        from medseg.data.writers import atomic_write
-
         atomic_write(target, lambda tmp: shutil.copyfile(logging_conf, tmp), overwrite=True)
     return run

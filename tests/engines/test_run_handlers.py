@@ -17,11 +17,10 @@ import medseg.engines.threads as threads
 from medseg.engines import (
     BestModelCheckpoint,
     FinalValidation,
-    RunBundle,
     TrainingTimeLimit,
     configure_threads,
 )
-from medseg.workflows import bundle_parser, config_files
+from medseg.workflows import RunBundle, bundle_parser, config_files
 from medseg.workflows.bundles import default_class_names, write_run_bundle
 from tests.helpers import BUNDLES, TINY_NETWORKS
 

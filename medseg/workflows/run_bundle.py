@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from medseg.workflows.bundles import bundle_parser, write_run_bundle
+
 __all__ = ["RunBundle"]
 
 logger = logging.getLogger(__name__)
@@ -122,8 +124,6 @@ class RunBundle:
 
     def write(self, engine: Engine | None = None) -> Path:
         """Write (or refresh) the run bundle now; returns the run folder."""
-        from medseg.workflows.bundles import write_run_bundle
-
         return write_run_bundle(
             self.output_dir, self.config, self.bundle_root, training=self._training(engine)
         )
@@ -136,8 +136,6 @@ class RunBundle:
         """
         if self.network is None:
             return
-        from medseg.workflows.bundles import bundle_parser
-
         built = bundle_parser(self.output_dir, "inference").get_parsed_content("network_def")
         want, got = _shapes(self.network), _shapes(built)
         if want != got:
