@@ -6,10 +6,10 @@ import glob
 import json
 import os
 import re
-from enum import StrEnum
 from pathlib import Path
 
 from monai.data import load_decathlon_datalist
+from monai.utils import StrEnum
 
 from medseg.data.errors import MedsegDataError
 

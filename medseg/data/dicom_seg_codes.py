@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from typing import Any
+
+from monai.utils import StrEnum
 
 from medseg.data.errors import MedsegDataError
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from monai.data import MetaTensor
 from monai.data.image_reader import NibabelReader, NumpyReader
 from monai.data.utils import affine_to_spacing
 from monai.transforms import EnsureChannelFirst
+from monai.utils import StrEnum
 
 from medseg.data.checks import check_finite
 from medseg.data.dicom import read_dicom

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from enum import StrEnum
 from pathlib import Path
 
 import nibabel as nib
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import DivisiblePad, ResizeWithPadOrCrop
-from monai.utils import convert_to_tensor
+from monai.utils import StrEnum, convert_to_tensor
 
 from medseg.data.errors import MedsegDataError
 from medseg.data.writers import atomic_write

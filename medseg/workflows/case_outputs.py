@@ -13,11 +13,11 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import StrEnum
 
 from medseg.data import MedsegDataError, atomic_write, save_image
 from medseg.data.writers import current_umask

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
+from monai.utils import StrEnum
 
 __all__ = [
     "PresetMixin",
