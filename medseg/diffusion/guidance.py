@@ -118,20 +118,22 @@ class KnownRegion(Guidance):
         self.mode = check_option(mode, KnownRegionMode, "known_mode")
 
     def _impose(self, x: torch.Tensor, t: int | None, context: SamplingContext) -> torch.Tensor:
-        if tuple(self.known.shape[1:]) != tuple(context.shape):
-            raise ValueError(
-                f"known values must have shape (B, *{tuple(context.shape)}), got {tuple(self.known.shape)}."
-            )
-        index = context.input_index
-        known = self.known.to(device=x.device, dtype=x.dtype)[index]
-        where = (self.mask.to(x.device) > 0.5)[index].expand_as(known)
+        known, where = self._items
         if t is not None:
             noise = per_member_randn(context.generators, context.shape, x.device, x.dtype)
             known = context.process.add_noise(known, noise, t)
         return torch.where(where, known, x)
 
     def start(self, x: torch.Tensor, context: SamplingContext) -> torch.Tensor:
-        """Impose the known values noised to the first timestep (``every_step`` mode)."""
+        """Give every item its input's known values and mask (once per call, not per step), and impose them
+        noised to the first timestep (``every_step`` mode)."""
+        if tuple(self.known.shape[1:]) != tuple(context.shape):
+            raise ValueError(
+                f"known values must have shape (B, *{tuple(context.shape)}), got {tuple(self.known.shape)}."
+            )
+        index = context.input_index
+        known = self.known.to(device=x.device, dtype=x.dtype)[index]
+        self._items = (known, (self.mask.to(x.device) > 0.5)[index].expand_as(known))
         if self.mode == KnownRegionMode.EVERY_STEP:
             return self._impose(x, context.timesteps[0], context)
         return x
