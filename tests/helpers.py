@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ __all__ = [
     "ALL_BUNDLES",
     "BUNDLES",
     "BUNDLE_NAMES",
+    "OBLIQUE",
+    "OBLIQUE_UID",
     "REPO",
     "TINY_NETWORK",
     "TINY_NETWORKS",
@@ -42,6 +45,7 @@ __all__ = [
     "train_args",
     "write_nifti",
     "write_tiny_datalist",
+    "write_two_series",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,3 +331,19 @@ def train_args(output_dir: Path, datalist: Path, *extra: str) -> Sequence[str]:
         "val_interval=100",
         *extra,
     )
+
+
+OBLIQUE = REPO / "tests" / "data" / "dicom_mr_oblique"
+OBLIQUE_UID = "0.0.0.0.3.8811.2.20010413115754.12432"
+
+
+def write_two_series(folder: Path) -> Path:
+    """Six slices of the oblique GE MR series and pydicom's 5-slice CT series in one new folder."""
+    from pydicom.data import get_testdata_file
+
+    folder.mkdir()
+    for f in sorted(OBLIQUE.glob("*.dcm"))[:6]:
+        shutil.copy(f, folder / f.name)
+    for f in sorted((Path(get_testdata_file("DICOMDIR")).parent / "98892001" / "CT5N").iterdir()):
+        shutil.copy(f, folder / f"ct_{f.name}.dcm")
+    return folder

@@ -5,7 +5,6 @@ two-input-channel network."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -13,10 +12,16 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.helpers import REPO, TINY_NETWORK, error_lines, medseg, tiny_bundle, train_args
-
-OBLIQUE = REPO / "tests" / "data" / "dicom_mr_oblique"
-OBLIQUE_UID = "0.0.0.0.3.8811.2.20010413115754.12432"
+from tests.helpers import (
+    OBLIQUE,
+    OBLIQUE_UID,
+    TINY_NETWORK,
+    error_lines,
+    medseg,
+    tiny_bundle,
+    train_args,
+    write_two_series,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -31,16 +36,7 @@ def flat_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def two_series(tmp_path: Path) -> Path:
-    """Six slices of the oblique GE MR series and pydicom's 5-slice CT series in one folder."""
-    from pydicom.data import get_testdata_file
-
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    for f in sorted(OBLIQUE.glob("*.dcm"))[:6]:
-        shutil.copy(f, folder / f.name)
-    for f in sorted((Path(get_testdata_file("DICOMDIR")).parent / "98892001" / "CT5N").iterdir()):
-        shutil.copy(f, folder / f"ct_{f.name}.dcm")
-    return folder
+    return write_two_series(tmp_path / "mixed")
 
 
 def test_series_uid_and_dicom_seg_through_the_cli(

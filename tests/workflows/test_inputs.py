@@ -4,7 +4,6 @@ against the network's input channels, and one series picked from a DICOM folder 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -15,9 +14,7 @@ from torch import nn
 
 from medseg.data import MedsegDataError, load_image
 from medseg.workflows import Segmenter, collect_cases, segment_files
-
-OBLIQUE = Path(__file__).parents[1] / "data" / "dicom_mr_oblique"
-OBLIQUE_UID = "0.0.0.0.3.8811.2.20010413115754.12432"
+from tests.helpers import OBLIQUE_UID, write_two_series
 
 
 class ChannelDifferenceOracle(nn.Module):
@@ -89,16 +86,7 @@ def test_channel_count_is_checked_against_the_network(tmp_path: Path) -> None:
 
 @pytest.fixture
 def two_series(tmp_path: Path) -> Path:
-    """Six slices of the oblique MR series and pydicom's 5-slice CT series in one folder."""
-    from pydicom.data import get_testdata_file
-
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    for f in sorted(OBLIQUE.glob("*.dcm"))[:6]:
-        shutil.copy(f, folder / f.name)
-    for f in sorted((Path(get_testdata_file("DICOMDIR")).parent / "98892001" / "CT5N").iterdir()):
-        shutil.copy(f, folder / f"ct_{f.name}.dcm")
-    return folder
+    return write_two_series(tmp_path / "mixed")
 
 
 def test_series_uid_picks_one_series_in_python_and_in_datalists(two_series: Path, tmp_path: Path) -> None:
