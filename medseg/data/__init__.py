@@ -6,12 +6,21 @@ DICOM-SEG and parametric-map output on a source series (:func:`write_dicom_seg`,
 the checks :func:`check_finite`, :func:`check_label`, :func:`check_pair`, the error type
 :class:`MedsegDataError`, and the MNI152 tissue sample (:func:`mni_tissue_sample`,
 :func:`mni_tissue_slices`, :func:`kmeans_tissue_baseline`), and :class:`SliceDataset` (2D training slices
-of preprocessed volumes). See ``docs/data.md``.
+of preprocessed volumes), and the translation test bed (:func:`contrast_slices`, :func:`translation_items`:
+the MNI T1 with simulated T2w and PD). See ``docs/data.md``.
 """
 
 from medseg.data.annotator_dataset import AnnotatorSliceDataset
 from medseg.data.annotators import draw_annotator_labels, mni_tissue_probabilities
 from medseg.data.checks import check_finite, check_label, check_pair
+from medseg.data.contrasts import (
+    CONTRASTS,
+    UNPAIRED_SLABS,
+    Contrast,
+    contrast_slices,
+    contrast_volumes,
+    translation_items,
+)
 from medseg.data.datalists import DatalistKey, group_channel_files, load_datalist
 from medseg.data.dicom import DicomSeriesGeometry, DicomSlice, dicom_series_geometry
 from medseg.data.dicom_parametric_map import write_dicom_parametric_map
@@ -33,7 +42,10 @@ from medseg.data.slice_dataset import SliceDataset
 from medseg.data.writers import atomic_write, save_image
 
 __all__ = [
+    "CONTRASTS",
     "MNI_SLABS",
+    "UNPAIRED_SLABS",
+    "Contrast",
     "AnnotatorSliceDataset",
     "DatalistKey",
     "DicomSeriesGeometry",
@@ -48,6 +60,8 @@ __all__ = [
     "check_finite",
     "check_label",
     "check_pair",
+    "contrast_slices",
+    "contrast_volumes",
     "detect_format",
     "dicom_series_geometry",
     "draw_annotator_labels",
@@ -63,6 +77,7 @@ __all__ = [
     "normalize_percentile",
     "save_image",
     "segment_codes",
+    "translation_items",
     "write_dicom_parametric_map",
     "write_dicom_seg",
 ]

@@ -1,0 +1,260 @@
+"""Translation test bed: the MNI152 T1 with T2-weighted and proton-density images simulated from its tissue maps.
+
+Every image-to-image bundle is scored on these slices, so their numbers sit in one table.
+
+Simulation (noise-free part):
+
+* tissue fractions from nilearn's packaged MNI152 2009a templates: GM and WM probability maps, CSF = brain
+  mask minus GM minus WM clipped to [0, 1] (GM + WM are first scaled down where they exceed 1);
+* the spin-echo signal equation ``S = PD (1 - exp(-TR / T1)) exp(-TE / T2)`` per tissue, mixed per voxel by
+  the fractions, with the BrainWeb 1.5 T relaxation values (:data:`RELAXATION`; Kwan, Evans, Pike, IEEE TMI
+  18(11) 1999; Cocosco et al., NeuroImage 5(4) 1997);
+* outside the brain mask the scalp is dominated by fat, which is bright on the T1 template: there the T1
+  intensity (in [0, 1]) is used as the fat fraction and scales the fat signal;
+* each contrast is divided by the largest pure-tissue signal of its sequence, so values lie in [0, 1]
+  (CSF = 1 on T2w).
+
+Per-slice acquisition effects on the simulated contrasts (T2w, PD), seeded by ``seed`` and the slice index
+so that a slice looks the same whichever split or call asks for it: a smooth multiplicative bias field (a
+random second-order polynomial over the slice, +-``bias`` at the corners) and Rician noise of standard
+deviation ``mean brain signal / snr`` at the returned resolution. The T1 is the real template and is left as
+it is, so the target is not a deterministic function of the source.
+
+Splits follow the segmentation slabs (:data:`medseg.data.MNI_SLABS`). Paired protocol: each slice carries
+every contrast. Unpaired protocol (training only): the source domain is taken from z in [20, 52) and the
+target domain from [52, 85) (:data:`UNPAIRED_SLABS`), so no slice is seen in both; validation and test are
+paired in both protocols, so unpaired methods are scored against the true target too.
+
+Limits: the targets are simulated from a template, so numbers compare methods with each other; they do not
+predict performance on real scans.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import ResizeWithPadOrCrop
+from monai.utils import StrEnum, convert_to_tensor
+
+from medseg.data.samples import MNI_SLABS, Split, normalize_percentile
+
+__all__ = [
+    "CONTRASTS",
+    "RELAXATION",
+    "SEQUENCES",
+    "UNPAIRED_SLABS",
+    "Contrast",
+    "contrast_slices",
+    "contrast_volumes",
+    "translation_items",
+]
+
+
+class Contrast(StrEnum):
+    """Image contrasts of the test bed."""
+
+    T1 = "t1"
+    T2W = "t2w"
+    PD = "pd"
+
+
+CONTRASTS: tuple[str, ...] = tuple(c.value for c in Contrast)
+
+#: BrainWeb 1.5 T tissue parameters: T1 (ms), T2 (ms), proton density (relative).
+RELAXATION: dict[str, tuple[float, float, float]] = {
+    "csf": (2569.0, 329.0, 1.00),
+    "gm": (833.0, 83.0, 0.86),
+    "wm": (500.0, 70.0, 0.77),
+    "fat": (350.0, 70.0, 1.00),
+}
+
+#: Spin-echo sequences (TR ms, TE ms): T2-weighted (long TR, long TE) and proton density (long TR, short TE).
+SEQUENCES: dict[str, tuple[float, float]] = {"t2w": (4000.0, 100.0), "pd": (4000.0, 15.0)}
+
+#: Axial slabs (half-open z) of the two domains of the unpaired protocol's training split.
+UNPAIRED_SLABS: dict[str, tuple[int, int]] = {"source": (20, 52), "target": (52, 85)}
+
+
+def _signal(tissue: str, sequence: str) -> float:
+    t1, t2, pd = RELAXATION[tissue]
+    tr, te = SEQUENCES[sequence]
+    return float(pd * (1.0 - np.exp(-tr / t1)) * np.exp(-te / t2))
+
+
+@functools.lru_cache(maxsize=1)
+def contrast_volumes() -> dict[str, np.ndarray]:
+    """Noise-free volumes (197 x 233 x 189, RAS, 1 mm) of the test bed, computed once per process.
+
+    Returns:
+        ``{"t1", "t2w", "pd"}``: float32 in [0, 1]; ``"head"``: bool head mask (axial slices of the T1 above
+        2 % with holes filled); ``"brain"``: bool brain mask; ``"csf"``, ``"gm"``, ``"wm"``: float32 tissue
+        fractions; ``"affine"``: the template's 4 x 4 affine.
+    """
+    try:
+        from nilearn import datasets
+    except ImportError as err:
+        raise ImportError("the translation test bed needs nilearn: pip install 'medseg[data]'") from err
+    from scipy.ndimage import binary_fill_holes
+
+    template = datasets.load_mni152_template(resolution=1)
+    brain = np.asarray(datasets.load_mni152_brain_mask(resolution=1).get_fdata()) > 0
+    gm = np.asarray(datasets.load_mni152_gm_template(resolution=1).get_fdata(), dtype=np.float32)
+    wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).get_fdata(), dtype=np.float32)
+    t1 = normalize_percentile(np.asarray(template.get_fdata(), dtype=np.float32), brain)
+    gm, wm = np.clip(gm, 0, 1) * brain, np.clip(wm, 0, 1) * brain
+    total = gm + wm
+    over = np.maximum(total, 1.0)
+    gm, wm = gm / over, wm / over
+    csf = np.clip(brain - gm - wm, 0.0, 1.0).astype(np.float32)
+    fat = np.where(brain, 0.0, t1).astype(np.float32)
+    volumes: dict[str, Any] = {"t1": t1}
+    for sequence in SEQUENCES:
+        signals = {tissue: _signal(tissue, sequence) for tissue in RELAXATION}
+        image = csf * signals["csf"] + gm * signals["gm"] + wm * signals["wm"] + fat * signals["fat"]
+        volumes[sequence] = np.clip(image / max(signals.values()), 0.0, 1.0).astype(np.float32)
+    head = np.stack([binary_fill_holes(t1[:, :, z] > 0.02) for z in range(t1.shape[2])], axis=2)
+    volumes.update(
+        head=head,
+        brain=brain,
+        csf=csf,
+        gm=gm.astype(np.float32),
+        wm=wm.astype(np.float32),
+        affine=np.asarray(template.affine, dtype=np.float64),
+    )
+    return volumes
+
+
+def _acquisition(image: torch.Tensor, brain: torch.Tensor, rng: np.random.Generator, bias: float, snr: float):
+    """Bias field and Rician noise on one (H, W) slice."""
+    h, w = image.shape
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    terms = torch.stack([xx, yy, xx * yy, xx**2 - 1 / 3, yy**2 - 1 / 3])
+    coefficients = torch.from_numpy(rng.uniform(-1, 1, size=(5, 1, 1)).astype(np.float32))
+    field = (coefficients * terms).sum(0)
+    field = 1.0 + bias * field / field.abs().max().clamp_min(1e-6)
+    biased = image * field
+    inside = biased[brain > 0.5]
+    sigma = float(inside.mean() if inside.numel() else biased.mean()) / snr
+    real = biased + sigma * torch.from_numpy(rng.standard_normal((h, w)).astype(np.float32))
+    imag = sigma * torch.from_numpy(rng.standard_normal((h, w)).astype(np.float32))
+    return torch.sqrt(real**2 + imag**2).clamp(0.0, 1.0)
+
+
+def _slab(split: str, domain: str | None) -> tuple[int, int]:
+    try:
+        split = Split(split).value
+    except ValueError:
+        raise ValueError(f"split must be one of {[s.value for s in Split]}, got {split!r}") from None
+    if domain is None:
+        return MNI_SLABS[split]
+    if split != Split.TRAINING.value or domain not in UNPAIRED_SLABS:
+        raise ValueError(
+            f"domain (unpaired protocol) is one of {list(UNPAIRED_SLABS)} and only for the training split; "
+            f"got split={split!r}, domain={domain!r}"
+        )
+    return UNPAIRED_SLABS[domain]
+
+
+def contrast_slices(
+    split: str = "training",
+    contrasts: Sequence[str] = ("t1", "t2w"),
+    domain: str | None = None,
+    downsample: int = 4,
+    size: Sequence[int] | None = (48, 56),
+    slice_step: int = 1,
+    snr: float = 25.0,
+    bias: float = 0.1,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Axial slices of the test bed, stacked.
+
+    Args:
+        split: ``"training"``, ``"validation"`` or ``"test"``.
+        contrasts: which of :data:`CONTRASTS` to return.
+        domain: None (paired protocol, the whole split's slab), or ``"source"`` / ``"target"`` for the
+            unpaired protocol's training slabs (:data:`UNPAIRED_SLABS`).
+        downsample: in-plane block-mean factor (the plane is center-cropped to a multiple of it first).
+        size: (H, W) center crop/pad after downsampling, or None to keep the downsampled plane.
+        slice_step: keep every ``slice_step``-th slice.
+        snr: mean brain signal over the Rician noise's standard deviation, at the returned resolution
+            (``inf`` for none).
+        bias: amplitude of the multiplicative bias field (0 for none).
+        seed: seeds the acquisition effects together with each slice's z.
+
+    Returns:
+        one ``(N, 1, H, W)`` float32 tensor per contrast in [0, 1]; ``"head"`` and ``"brain"``
+        ``(N, 1, H, W)`` float32 masks in {0, 1}; ``"tissue"`` ``(N, 3, H, W)`` CSF, GM, WM fractions;
+        ``"z"`` ``(N,)`` int64 slice indices.
+    """
+    unknown = [c for c in contrasts if c not in CONTRASTS]
+    if unknown or not contrasts:
+        raise ValueError(f"contrasts must be a non-empty subset of {CONTRASTS}, got {list(contrasts)}")
+    if downsample < 1 or slice_step < 1:
+        raise ValueError(f"downsample and slice_step must be >= 1, got {downsample}, {slice_step}")
+    if snr <= 0 or bias < 0:
+        raise ValueError(f"need snr > 0 and bias >= 0, got {snr}, {bias}")
+    start, stop = _slab(split, domain)
+    volumes = contrast_volumes()
+    zs = np.arange(start, stop, slice_step)
+
+    def stack(array: np.ndarray) -> torch.Tensor:
+        slices = torch.from_numpy(np.ascontiguousarray(array[:, :, zs].transpose(2, 0, 1), dtype=np.float32))
+        slices = slices[:, None]
+        if downsample > 1:
+            h = (slices.shape[-2] // downsample) * downsample
+            w = (slices.shape[-1] // downsample) * downsample
+            top, left = (slices.shape[-2] - h) // 2, (slices.shape[-1] - w) // 2
+            slices = F.avg_pool2d(slices[..., top : top + h, left : left + w], downsample)
+        if size is not None:
+            slices = convert_to_tensor(ResizeWithPadOrCrop(tuple(size))(slices[:, 0]), track_meta=False)[
+                :, None
+            ]
+        return slices.float().contiguous()
+
+    out: dict[str, torch.Tensor] = {name: (stack(volumes[name]) > 0.5).float() for name in ("head", "brain")}
+    out["tissue"] = torch.cat([stack(volumes[name]) for name in ("csf", "gm", "wm")], dim=1)
+    for contrast in contrasts:
+        images = stack(volumes[contrast])
+        if contrast != Contrast.T1.value:
+            index = CONTRASTS.index(contrast)
+            for i, z in enumerate(zs):
+                if bias > 0 or np.isfinite(snr):
+                    rng = np.random.default_rng([seed, int(z), index])
+                    images[i, 0] = _acquisition(images[i, 0], out["brain"][i, 0], rng, bias, min(snr, 1e12))
+            images = images * out["head"]  # air stays 0, as on the T1 template
+        out[contrast] = images
+    out["z"] = torch.as_tensor(zs, dtype=torch.int64)
+    return out
+
+
+def translation_items(
+    split: str = "training",
+    source: str = "t1",
+    target: str = "t2w",
+    domain: str | None = None,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Per-slice dicts for MONAI datasets: ``{"source", "target", "head", "name"}`` (``(1, H, W)`` tensors).
+
+    With ``domain="source"`` only ``"source"`` is filled, with ``domain="target"`` only ``"target"`` (the
+    unpaired protocol's training domains); otherwise both. ``kwargs`` go to :func:`contrast_slices`.
+    """
+    if source == target:
+        raise ValueError(f"source and target contrasts must differ, both are {source!r}")
+    wanted = {"source": [source], "target": [target]}.get(domain or "", [source, target])
+    slices = contrast_slices(split, wanted, domain=domain, **kwargs)
+    items = []
+    for i, z in enumerate(slices["z"].tolist()):
+        item: dict[str, Any] = {"head": slices["head"][i], "name": f"z{z:03d}"}
+        if source in slices:
+            item["source"] = slices[source][i]
+        if target in slices:
+            item["target"] = slices[target][i]
+        items.append(item)
+    return items
