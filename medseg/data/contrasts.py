@@ -32,7 +32,6 @@ predict performance on real scans.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Sequence
 from typing import Any
 
