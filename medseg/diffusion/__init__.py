@@ -3,6 +3,7 @@
 * :mod:`~medseg.diffusion.schedulers`: MONAI schedulers from flat arguments (DDPM, grid-exact DDIM).
 * :mod:`~medseg.diffusion.processes`: :class:`DiffusionProcess` and :class:`GaussianProcess` (prior, the
   network's time input, step, training inputs).
+* :mod:`~medseg.diffusion.bridge`: :class:`BrownianBridgeProcess` (BBDM: from the source to the target).
 * :mod:`~medseg.diffusion.guidance`: :class:`KnownRegion`, :class:`ClassifierFreeGuidance`,
   :class:`EnergyGuidance`, on the :class:`Guidance` hooks.
 * :mod:`~medseg.diffusion.codecs`: :class:`MaskCodec` (labels <-> [-1, 1] <-> probabilities), :class:`ImageCodec`.
@@ -15,6 +16,7 @@ See ``docs/engine.md`` for the layers and which method uses which process, codec
 
 from __future__ import annotations
 
+from medseg.diffusion.bridge import BrownianBridgeProcess
 from medseg.diffusion.codecs import DECODE_MARGIN, ImageCodec, MaskCodec
 from medseg.diffusion.conditioning import ImageConditionedModel
 from medseg.diffusion.guidance import (
@@ -42,6 +44,7 @@ from medseg.diffusion.seeding import SEED_HIGH, image_seeds, member_generators, 
 __all__ = [
     "DECODE_MARGIN",
     "SEED_HIGH",
+    "BrownianBridgeProcess",
     "Chunk",
     "ClassifierFreeGuidance",
     "DiffusionProcess",
