@@ -21,6 +21,13 @@ from medseg.translation.evaluation import (
 from medseg.translation.networks import PaletteUNet
 from medseg.translation.outputs import OutputFormat, save_translation_outputs, translation_figure
 from medseg.translation.pipelines import palette_evaluate, palette_inference
+from medseg.translation.realism import (
+    RealismEncoder,
+    kernel_inception_distance,
+    polynomial_mmd_unbiased,
+    realism_encoder,
+    realism_features,
+)
 from medseg.translation.sampling import (
     ImageTranslationInferer,
     TranslationEvalPrepareBatch,
@@ -40,6 +47,7 @@ from medseg.translation.tasks import (
     task_spec,
     uncrop_mask,
 )
+from medseg.translation.testbed import histogram_matching, histogram_reference, score_translations
 
 __all__ = [
     "NATURAL_SPLITS",
@@ -49,6 +57,7 @@ __all__ = [
     "PaletteDegradationd",
     "PaletteTask",
     "PaletteUNet",
+    "RealismEncoder",
     "TranslationEvalPrepareBatch",
     "TranslationResult",
     "UncropSide",
@@ -56,15 +65,22 @@ __all__ = [
     "box_mask",
     "fill_region_with_noise",
     "free_form_mask",
+    "histogram_matching",
+    "histogram_reference",
     "jpeg_compress",
+    "kernel_inception_distance",
     "luminance",
     "palette_evaluate",
     "palette_images",
     "palette_inference",
     "palette_transforms",
+    "polynomial_mmd_unbiased",
+    "realism_encoder",
+    "realism_features",
     "run_translation",
     "sample_jpeg_quality",
     "save_translation_outputs",
+    "score_translations",
     "task_spec",
     "translate",
     "translation_figure",

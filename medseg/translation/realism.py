@@ -1,0 +1,141 @@
+"""Realism distance of the translation test bed: KID on the features of one small, fixed, shipped encoder.
+
+KID (Binkowski, Sutherland, Arbel, Gretton, "Demystifying MMD GANs", ICLR 2018) is the unbiased estimate of
+the squared maximum mean discrepancy between two feature sets with the cubic polynomial kernel
+``k(x, y) = (x . y / d + 1) ** 3`` (``d`` the feature dimension). Unlike FID it has an unbiased estimator,
+which matters here: the test slab has only 45 slices. The whole sets are used (no subsets).
+
+Inception features need ImageNet weights that cannot be downloaded at run time and do not describe
+48 x 56 MR slices, so the features come from :class:`RealismEncoder`, a three-block CNN trained once
+(``benchmarks/train_realism_encoder.py``, seeded) on the TRAINING slabs only of the three contrasts (t1, t2w,
+pd) of :mod:`medseg.data.contrasts` to regress the slice's CSF / GM / WM fraction maps (at 1/4 resolution)
+and to classify its contrast. Features are the global-average-pooled activations of its last conv block
+(64 numbers). The weights ship in ``medseg/translation/weights/realism_encoder.pt`` and are loaded once per
+process. Limits: the encoder has seen ~200 simulated slices of one template, so the distance measures how
+far generated images are from the simulated test-bed contrasts in what this encoder learned to see
+(anatomy, contrast, noise texture as far as it affects those); it is not a perceptual metric of real scans
+and its values are comparable only within this test bed and these weights.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.blocks import Convolution
+from torch import nn
+
+__all__ = [
+    "REALISM_WEIGHTS",
+    "RealismEncoder",
+    "kernel_inception_distance",
+    "polynomial_mmd_unbiased",
+    "realism_encoder",
+    "realism_features",
+]
+
+#: The shipped encoder weights (state dict and the training record).
+REALISM_WEIGHTS = Path(__file__).resolve().parent / "weights" / "realism_encoder.pt"
+
+
+class RealismEncoder(nn.Module):
+    """Three conv blocks (stride 1, 2, 2), a 1 x 1 tissue-map head and a linear contrast head.
+
+    Args:
+        channels: output channels of the three blocks; the last is the feature dimension.
+        num_tissues: tissue maps regressed (CSF, GM, WM).
+        num_contrasts: contrasts classified (t1, t2w, pd).
+    """
+
+    def __init__(
+        self, channels: tuple[int, int, int] = (16, 32, 64), num_tissues: int = 3, num_contrasts: int = 3
+    ) -> None:
+        super().__init__()
+        # no normalisation layers: instance norm would hide intensity errors from the realism distance
+        blocks, previous = [], 1
+        for channel, stride in zip(channels, (1, 2, 2)):
+            blocks.append(
+                nn.Sequential(
+                    Convolution(2, previous, channel, strides=stride, act="relu", norm=None),
+                    Convolution(2, channel, channel, act="relu", norm=None),
+                )
+            )
+            previous = channel
+        self.blocks = nn.Sequential(*blocks)
+        self.tissue_head = nn.Conv2d(previous, num_tissues, kernel_size=1)
+        self.contrast_head = nn.Linear(previous, num_contrasts)
+
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        return self.blocks(images)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, H, W)`` images in [0, 1] -> ``(N, channels[-1])`` pooled last-block activations."""
+        return self.feature_maps(images).mean(dim=(2, 3))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tissue maps at 1/4 resolution and contrast logits."""
+        maps = self.feature_maps(images)
+        return self.tissue_head(maps), self.contrast_head(maps.mean(dim=(2, 3)))
+
+
+@functools.lru_cache(maxsize=1)
+def _load(path: str) -> RealismEncoder | None:
+    if not Path(path).is_file():
+        return None
+    record: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    encoder = RealismEncoder(tuple(record["channels"]))
+    encoder.load_state_dict(record["state_dict"])
+    return encoder.eval().requires_grad_(False)
+
+
+def realism_encoder(path: str | Path | None = None) -> RealismEncoder | None:
+    """The shipped encoder (loaded once per process), or None when its weights are not there."""
+    return _load(str(path or REALISM_WEIGHTS))
+
+
+def realism_features(
+    images: torch.Tensor, encoder: RealismEncoder | None = None, batch_size: int = 256
+) -> torch.Tensor:
+    """``(N, 1, H, W)`` images in [0, 1] -> ``(N, d)`` float64 encoder features (CPU)."""
+    encoder = encoder or realism_encoder()
+    if encoder is None:
+        raise FileNotFoundError(f"the realism encoder weights are missing: {REALISM_WEIGHTS}")
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
+    images = images.detach().float().cpu().clamp(0.0, 1.0)
+    with torch.no_grad():
+        chunks = [encoder.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks).double()
+
+
+def polynomial_mmd_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased MMD^2 of feature sets ``(m, d)`` and ``(n, d)`` with ``k(a, b) = (a . b / d + 1) ** 3``."""
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"features must be (m, d) and (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    m, n = x.shape[0], y.shape[0]
+    if m < 2 or n < 2:
+        raise ValueError(f"the unbiased estimate needs at least 2 items per set, got {m} and {n}")
+    x, y = x.double(), y.double()
+    d = x.shape[1]
+    k_xx = (x @ x.T / d + 1) ** 3
+    k_yy = (y @ y.T / d + 1) ** 3
+    k_xy = (x @ y.T / d + 1) ** 3
+    # the diagonals k(x_i, x_i) are left out: that is what makes the estimate unbiased
+    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
+    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
+
+
+def kernel_inception_distance(
+    generated: torch.Tensor, real: torch.Tensor, encoder: RealismEncoder | None = None
+) -> float | None:
+    """KID between ``(N, 1, H, W)`` generated and real images on the realism encoder's features.
+
+    Returns None when the encoder weights are not available.
+    """
+    encoder = encoder or realism_encoder()
+    if encoder is None:
+        return None
+    return polynomial_mmd_unbiased(realism_features(generated, encoder), realism_features(real, encoder))
