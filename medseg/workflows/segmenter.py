@@ -210,7 +210,11 @@ class Segmenter(Predictor):
         if planar and self.spatial_dims == 3:
             raise ValueError("a 3D network cannot segment a 2D image.")
         prepared = self.transforms({"image": volume})["image"]
-        scheduler = make_scheduler(sampler or self.sampler, **self.schedule_args)
+        # a network that is an ensemble of fixed models (label-efficient MLPs) brings its own one-step process
+        own = _inner_attribute(self.network, "sampling_process")
+        scheduler = own if own is not None else make_scheduler(sampler or self.sampler, **self.schedule_args)
+        if own is not None:
+            options = options.updated(ensemble=own.num_members)
         common = {
             "num_channels": self.num_channels,
             "options": options,
@@ -304,10 +308,16 @@ class Segmenter(Predictor):
 
 def _input_channels(network: torch.nn.Module) -> int | None:
     """``in_channels`` of a network, looked up through wrappers (``FastInference``, DDP, ``torch.compile``)."""
+    channels = _inner_attribute(network, "in_channels")
+    return channels if isinstance(channels, int) else None
+
+
+def _inner_attribute(network: torch.nn.Module, name: str) -> Any:
+    """An attribute of a network, looked up through wrappers (``FastInference``, DDP, ``torch.compile``)."""
     for _ in range(4):
-        channels = getattr(network, "in_channels", None)
-        if isinstance(channels, int):
-            return channels
+        value = getattr(network, name, None)
+        if value is not None:
+            return value
         inner = next(
             (getattr(network, a) for a in ("network", "module", "_orig_mod") if hasattr(network, a)), None
         )
