@@ -148,6 +148,10 @@ class SamplingModel(nn.Module):
         eta: DDIM eta.
         seed: seed of the members' noise (each call restarts from it).
         noise_conditioning: how the network was trained (:class:`~medseg.diffusion.NoiseConditioning`).
+        inferer: an inferer of another process (e.g. :class:`medseg.translation.bridge.BridgeInferer`) whose
+            ``sample(network, image)`` gives the members; it carries its own options, and ``scheduler``,
+            ``num_channels``, ``ensemble``, ``steps``, ``eta``, ``seed`` and ``noise_conditioning`` are then not
+            given.
 
     Example:
         >>> model = SamplingModel(net, make_scheduler("ddim"), num_channels=3, steps=2)
@@ -157,7 +161,7 @@ class SamplingModel(nn.Module):
     def __init__(
         self,
         network: nn.Module,
-        scheduler: Scheduler,
+        scheduler: Scheduler | None = None,
         num_channels: int = 1,
         output: str = OutputCodec.MASK,
         ensemble: int = SamplingOptions.ensemble,
@@ -165,11 +169,14 @@ class SamplingModel(nn.Module):
         eta: float = SamplingOptions.eta,
         seed: int | None = SamplingOptions.seed,
         noise_conditioning: str = NoiseConditioning.TIMESTEP,
+        inferer: ConditionalDiffusionInferer | None = None,
     ) -> None:
         super().__init__()
+        if (scheduler is None) == (inferer is None):
+            raise ValueError("give either a scheduler or an inferer.")
         self.network = network
         self.output = check_option(output, OutputCodec, "output")
-        self.inferer = ConditionalDiffusionInferer(
+        self.inferer = inferer or ConditionalDiffusionInferer(
             scheduler, num_channels, ensemble, steps, eta, seed=seed, noise_conditioning=noise_conditioning
         )
 

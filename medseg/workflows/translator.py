@@ -1,4 +1,4 @@
-"""Notebook API for Palette models: your own degraded image (and region mask) in, samples in [0, 1] out.
+"""Notebook API for translation models: your own image (and region mask) in, samples in [0, 1] out.
 
 The bundle's ``inference.json`` degrades clean images itself to show what a model does; :class:`Translator`
 is for real inputs: a slice with a region to fill, an image to extend, a JPEG to restore, a grey image to
@@ -10,6 +10,9 @@ colour. Example::
     out = inpaint(slice_2d, mask=region, ensemble=4)   # (H, W) arrays in [0, 1]; mask 1 = generate
     out.mean, out.samples, out.std
     out.plot()
+
+    t2w = Translator.from_bundle("bbdm")                # whole-image translation (T1 -> T2w): no task, no mask
+    out = t2w(t1_slice, ensemble=4)
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class TranslationOutput:
         image: ``(C_x, H, W)`` the input as given (the region to generate keeps the given values).
         mask: ``(1, H, W)`` region that was generated (1), or None when the whole image was generated.
         samples: ``(M, C_y, H, W)``; outside ``mask`` each equals ``image`` exactly.
-        task: the task name.
+        task: the Palette task name, or ``"translation"`` for a whole-image translation model.
     """
 
     image: torch.Tensor
@@ -76,7 +79,7 @@ class TranslationOutput:
         show(axes[0, k + 1], self.mean, "mean")
         std = self.std.mean(0, keepdim=True)
         show(axes[0, k + 2], std, "std", cmap="magma", vmax=max(float(std.max()), 1e-6))
-        fig.suptitle(f"Palette {self.task}", fontsize=9)
+        fig.suptitle(self.task, fontsize=9)
         fig.tight_layout()
         return fig
 
@@ -91,16 +94,18 @@ def _as_chw(array: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
 
 
 class Translator(Predictor):
-    """Sample translations of one 2D image with a Palette model, keeping its known pixels.
+    """Sample translations of one 2D image with a Palette model (keeping its known pixels) or a whole-image
+    translation model such as BBDM.
 
-    Built by ``Translator.from_bundle("palette", task=...)`` from the bundle's ``translator`` entry (its
+    Built by ``Translator.from_bundle("palette", task=...)`` (or ``"bbdm"``) from the bundle's ``translator`` entry (its
     shipped ``models/`` weights unless ``ckpt_path=...``; other overrides are config keys such as
     ``ensemble``, ``steps``, ``sampler``, ``device``).
 
     Args:
         model: the sampling model (network, sampling scheduler and default options), e.g. a bundle's
             ``translation_model``.
-        task: a :class:`~medseg.translation.PaletteTask` name; inpainting and uncropping need a mask.
+        task: a :class:`~medseg.translation.PaletteTask` name (inpainting and uncropping need a mask), or None
+            for a whole-image translation model, sampled by its inferer's ``sample(network, image)``.
         divisible_by: input sizes are padded (zeros, both sides) to a multiple of this and cropped back;
             the U-Net's downsampling factor (4 for the bundle's three levels).
         device: device of the computation (None: CUDA when available).
@@ -113,13 +118,13 @@ class Translator(Predictor):
     def __init__(
         self,
         model: SamplingModel,
-        task: str,
+        task: str | None = None,
         divisible_by: int = 4,
         device: str | torch.device | None = "cpu",
     ) -> None:
         if divisible_by < 1:
             raise ValueError(f"divisible_by must be >= 1, got {divisible_by}.")
-        self.task = PaletteTask(task).value
+        self.task = PaletteTask(task).value if task is not None else None
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.divisible_by = int(divisible_by)
@@ -151,40 +156,45 @@ class Translator(Predictor):
                 the model does not take.
         """
         x = _as_chw(image, "image")
-        spec = task_spec(self.task, image_channels=x.shape[0])
-        masked = bool(spec["masked"])
+        masked = self.task is not None and bool(task_spec(self.task, image_channels=x.shape[0])["masked"])
         region = None
         if mask is not None:
             if not masked:
-                raise ValueError(f"{self.task} generates the whole image: give no mask.")
+                raise ValueError(f"{self.task or 'this model'} generates the whole image: give no mask.")
             region = (_as_chw(mask, "mask") > 0.5).float()
             if region.shape[0] != 1 or region.shape[1:] != x.shape[1:]:
                 raise ValueError(f"mask must be (H, W) = {tuple(x.shape[1:])}, got {tuple(region.shape)}.")
         elif masked:
             raise ValueError(f"{self.task} needs a mask of the region to generate (1 = generate).")
-        expected = getattr(self.model.network, "source_channels", None)
+        inferer = self.model.inferer
+        latent = getattr(inferer, "latent", None)
+        expected = getattr(self.model.network, "source_channels", None) if latent is None else 1
         if expected is not None and x.shape[0] != expected:
             raise ValueError(f"the model takes {expected}-channel images, got {x.shape[0]} channels.")
         pad = DivisiblePad(k=self.divisible_by)
         height, width = x.shape[1:]
         codec = ImageCodec()
-        padded = codec.encode(torch.as_tensor(pad(x)))  # pad with 0 (background), then to model range
-        batch_mask = torch.as_tensor(pad(region))[None].to(self.device) if region is not None else None
-        inferer = self.model.inferer
+        padded = codec.encode(torch.as_tensor(pad(x)))[None].to(
+            self.device
+        )  # pad with 0, then to model range
         given = {"ensemble": ensemble, "steps": steps, "seed": seed, "progress": progress}
-        samples = translate(
-            self.model.network,
-            padded[None].to(self.device),
-            inferer.scheduler,
-            target_channels=inferer.num_channels or spec["target_channels"],
-            mask=batch_mask,
-            options=inferer.options.updated(**{k: v for k, v in given.items() if v is not None}),
-            noise_conditioning=inferer.noise_conditioning,
-        )[0].cpu()
+        options = inferer.options.updated(**{k: v for k, v in given.items() if v is not None})
+        if self.task is None:
+            samples = inferer.sample(self.model.network, padded, **vars(options)).x0[0].cpu()
+        else:
+            samples = translate(
+                self.model.network,
+                padded,
+                inferer.scheduler,
+                target_channels=inferer.num_channels,
+                mask=torch.as_tensor(pad(region))[None].to(self.device) if region is not None else None,
+                options=options,
+                noise_conditioning=inferer.noise_conditioning,
+            )[0].cpu()
         top = (samples.shape[-2] - height) // 2
         left = (samples.shape[-1] - width) // 2
         samples = samples[..., top : top + height, left : left + width]
         samples = codec.decode(samples)
         if region is not None:  # exact known pixels, not their round trip through [-1, 1]
             samples = torch.where(region.bool(), samples, x)
-        return TranslationOutput(x, region, samples, self.task)
+        return TranslationOutput(x, region, samples, self.task or "translation")

@@ -57,15 +57,22 @@ COMMON = (
     "network_def",
     "model_filename",
     "num_train_timesteps",
-    "schedule",
-    "beta_start",
-    "beta_end",
-    "prediction_type",
 )
-PREDICTORS = ("segmenter", "translator")  # the entry Segmenter / Translator.from_bundle builds
-SINGLE_INPUT_MODELS = ("segmentation_model", "translation_model")  # the model verify_net_in_out checks
+# the Gaussian training schedule, shared the same way; a bundle whose common.json defines its own "process"
+# (BBDM's Brownian bridge) has none
+GAUSSIAN_SCHEDULE = ("schedule", "beta_start", "beta_end", "prediction_type")
+PREDICTORS = (
+    "segmenter",
+    "translator",
+    "generator",
+)  # the entry Segmenter / Translator / ImageGenerator builds
+# the model verify_net_in_out checks (generation_model: an unconditional prior, initial noise -> image)
+SINGLE_INPUT_MODELS = ("segmentation_model", "translation_model", "generation_model")
 # bundles that ship one weights file per value of a config key (default first): each must load
-VARIANTS = {"palette": [{"task": t} for t in ("inpainting", "uncropping", "jpeg", "colorization")]}
+VARIANTS = {
+    "palette": [{"task": t} for t in ("inpainting", "uncropping", "jpeg", "colorization")],
+    "bbdm": [{"variant": v} for v in ("pixel", "latent")],
+}
 REFERENCE = re.compile(r"@([A-Za-z_][\w#]*)")
 MAX_SHIPPED_BYTES = 10 * 2**20  # larger weights go to models/large_files.yml
 
@@ -133,7 +140,8 @@ def test_config_layers(bundle: str) -> None:
     """Each command reads its layers; the shared keys live in common.json only; every reference resolves."""
     layers = _layers(bundle)
     common = layers["common"]
-    assert [k for k in COMMON if k not in common] == []
+    required = COMMON + (() if "process" in common else GAUSSIAN_SCHEDULE)
+    assert [k for k in required if k not in common] == []
     # MONAI replaces top-level keys layer by layer: a shared key redefined above common.json would shadow it
     for name, layer in layers.items():
         if name != "common":
