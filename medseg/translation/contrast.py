@@ -7,6 +7,7 @@ with ``inferer.sample(network, image)`` (a :class:`~medseg.inferers.SamplingMode
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medseg.data.writers import atomic_write
-from medseg.diffusion import ImageCodec
+from medseg.diffusion import ImageCodec, SamplingOptions
 from medseg.inferers import SamplingModel
 from medseg.translation.testbed import histogram_matching, histogram_reference, score_translations
 
@@ -107,6 +108,13 @@ def contrast_inference(
         _write(array, Path(paths[name]), spacing)
     logger.info("translated %d images (%.2f s each) into %s", len(items), seconds, folder)
     return paths
+
+
+def _recorded_options(model: SamplingModel, options: dict[str, Any]) -> dict[str, Any]:
+    """The sampling options the run used (the inferer's defaults with the given overrides), for the record."""
+    names = {f.name for f in dataclasses.fields(SamplingOptions)} - {"progress"}
+    given = {k: v for k, v in options.items() if k in names}
+    return {k: v for k, v in vars(model.inferer.options.updated(**given)).items() if k in names}
 
 
 def _figure(source, target, samples, baseline, path: Path, title: str, rows: int = 3) -> None:

@@ -1,0 +1,141 @@
+"""BBDM against conditional diffusion (Palette) on the same T1 -> T2w pairs, and against the test bed's baselines.
+
+Palette here is the same network (``bundles/bbdm`` ``network_def``: a U-Net on ``concat(y, x_t)``), the same
+pairs, flips, optimiser, EMA and number of iterations as the shipped BBDM; only the process differs: Gaussian
+noise to the target with Palette's noise-level conditioning, schedule and L2 loss
+(``bundles/palette/configs/common.json``) instead of the bridge from the source with its L1 loss.
+
+    # train the Palette comparison for as many epochs as BBDM had (its checkpoint says how many)
+    python -m benchmarks.bbdm train-palette --epochs 120 --output-dir runs/bbdm_palette
+    # score a method on the 45 test slices (writes benchmarks/results/bbdm/<method>_<steps>/metrics.json, figure.png)
+    python -m benchmarks.bbdm evaluate --method bbdm --steps 50 --ensemble 4
+    python -m benchmarks.bbdm evaluate --method vqbb --steps 50 --ensemble 4
+    python -m benchmarks.bbdm evaluate --method palette --ckpt runs/bbdm_palette/model.pt --steps 50 --ensemble 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.bundle import ConfigParser
+
+from benchmarks._common import machine, write_json
+from medseg.diffusion import ImageCodec, make_scheduler
+from medseg.inferers import ConditionalDiffusionInferer, SamplingModel
+from medseg.networks.weights import load_weights
+from medseg.translation.contrast import contrast_evaluate
+from medseg.workflows import config_files
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "bbdm"
+PALETTE = Path(__file__).resolve().parents[1] / "bundles" / "palette"
+RESULTS = Path(__file__).resolve().parent / "results" / "bbdm"
+
+
+def _parser(command: str, **overrides: Any) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in config_files(BUNDLE, command)])
+    parser.read_meta(str(BUNDLE / "configs" / "metadata.json"))
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+def _palette_schedule() -> dict[str, Any]:
+    common = json.loads((PALETTE / "configs" / "common.json").read_text())
+    keys = ("num_train_timesteps", "schedule", "beta_start", "beta_end", "prediction_type")
+    return {k: common[k] for k in keys}
+
+
+def train_palette(epochs: int, output_dir: str) -> None:
+    """BBDM's train.json with the bridge swapped for Palette's Gaussian process (module doc)."""
+    schedule = _palette_schedule()
+    scheduler = make_scheduler("ddpm", variance_type="fixed_large", **schedule)
+    overrides = {
+        "output_dir": output_dir,
+        "max_epochs": epochs,
+        "loss_norm": "l2",
+        "network_def#noise_level_scale": 1000.0,
+        "train#prepare_batch": "$medseg.engines.ConditionalDiffusionPrepareBatch(scheduler=@palette_scheduler, "
+        "image_key='source', label_key='target', encode_label=False, noise_conditioning='noise_level', seed=@seed)",
+        "train#inferer": "$medseg.inferers.ConditionalDiffusionInferer(@palette_scheduler, "
+        "noise_conditioning='noise_level')",
+        "validate#inferer": "$medseg.translation.ImageTranslationInferer(@palette_sampler, ensemble=1, "
+        "steps=@val_steps, eta=1.0, seed=@seed)",
+        "palette_scheduler": scheduler,
+        "palette_sampler": make_scheduler("ddim", **schedule),
+    }
+    parser = _parser("train", **overrides)
+    parser.get_parsed_content("initialize")
+    parser.get_parsed_content("run")
+
+
+def _model(method: str, ckpt: str | None, steps: int, ensemble: int) -> tuple[SamplingModel, dict[str, Any]]:
+    if method in ("bbdm", "vqbb"):
+        variant = "pixel" if method == "bbdm" else "latent"
+        overrides = {"variant": variant, "steps": steps, "ensemble": ensemble, "device": "cpu"}
+        if ckpt:
+            overrides["ckpt_path"] = ckpt
+        parser = _parser("inference", **overrides)
+        return parser.get_parsed_content("translation_model"), {}
+    schedule = _palette_schedule()
+    parser = _parser("inference", **{"network_def#noise_level_scale": 1000.0})
+    network = load_weights(parser.get_parsed_content("network_def"), ckpt)
+    inferer = ConditionalDiffusionInferer(
+        make_scheduler("ddim", **schedule), 1, ensemble, steps, eta=1.0, noise_conditioning="noise_level"
+    )
+    return SamplingModel(network, output="image", inferer=inferer), {"codec": ImageCodec()}
+
+
+def evaluate(method: str, ckpt: str | None, steps: int, ensemble: int, max_images: int | None) -> dict:
+    model, extra = _model(method, ckpt, steps, ensemble)
+    parser = _parser("inference")
+    items = parser.get_parsed_content("items")
+    out = RESULTS / f"{method}_{steps}"
+    start = time.perf_counter()
+    metrics = contrast_evaluate(
+        model,
+        items,
+        out,
+        target_contrast="t2w",
+        max_images=max_images,
+        title=f"{method}, {steps} steps",
+        **extra,
+    )
+    metrics.update(
+        method=method, steps=steps, checkpoint=ckpt, seconds=time.perf_counter() - start, machine=machine()
+    )
+    write_json(out / "metrics.json", metrics)  # the run's record, with the machine
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train-palette")
+    train.add_argument("--epochs", type=int, required=True)
+    train.add_argument("--output-dir", default="runs/bbdm_palette")
+    ev = sub.add_parser("evaluate")
+    ev.add_argument("--method", choices=("bbdm", "vqbb", "palette"), required=True)
+    ev.add_argument("--ckpt", default=None)
+    ev.add_argument("--steps", type=int, default=50)
+    ev.add_argument("--ensemble", type=int, default=4)
+    ev.add_argument("--max-images", type=int, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.command == "train-palette":
+        train_palette(args.epochs, args.output_dir)
+    else:
+        metrics = evaluate(args.method, args.ckpt, args.steps, args.ensemble, args.max_images)
+        print(
+            json.dumps({k: metrics[k] for k in ("method", "steps")} | {"model": metrics["model"]}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
