@@ -138,6 +138,7 @@ class ImageCodec:
         """``[0, 1] -> [-1, 1]``."""
         return image * 2.0 - 1.0
 
-    def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        """``[-1, 1] -> [0, 1]``, clamped (samples may overshoot the range)."""
+    def decode(self, x0: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+        """``[-1, 1] -> [0, 1]``, clamped (samples may overshoot the range). Per pixel, so ``channel_dim`` (there
+        for the same call as :meth:`MaskCodec.decode`) changes nothing."""
         return ((x0.float() + 1.0) / 2.0).clamp(0.0, 1.0)

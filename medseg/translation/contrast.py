@@ -183,9 +183,7 @@ def contrast_evaluate(
     metrics = {
         "images": len(items),
         "ensemble": int(samples.shape[1]),
-        "options": {
-            k: v for k, v in vars(model.inferer.options.updated(**options)).items() if k != "progress"
-        },
+        "options": _recorded_options(model, options),
         "model": score_translations(samples, target, head, seconds_per_image=seconds),
         "histogram_matching": score_translations(baseline[:, None], target, head),
     }
