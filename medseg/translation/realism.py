@@ -39,6 +39,9 @@ __all__ = [
 #: The shipped encoder weights (state dict and the training record).
 REALISM_WEIGHTS = Path(__file__).resolve().parent / "weights" / "realism_encoder.pt"
 
+# leaky: with plain ReLU half of the last block's 64 units were dead on the training slices
+ACT = ("leakyrelu", {"negative_slope": 0.1})
+
 
 class RealismEncoder(nn.Module):
     """Three conv blocks (stride 1, 2, 2), a 1 x 1 tissue-map head and a linear contrast head.
@@ -58,21 +61,26 @@ class RealismEncoder(nn.Module):
         for channel, stride in zip(channels, (1, 2, 2)):
             blocks.append(
                 nn.Sequential(
-                    Convolution(2, previous, channel, strides=stride, act="relu", norm=None),
-                    Convolution(2, channel, channel, act="relu", norm=None),
+                    Convolution(2, previous, channel, strides=stride, act=ACT, norm=None),
+                    Convolution(2, channel, channel, act=ACT, norm=None),
                 )
             )
             previous = channel
         self.blocks = nn.Sequential(*blocks)
         self.tissue_head = nn.Conv2d(previous, num_tissues, kernel_size=1)
         self.contrast_head = nn.Linear(previous, num_contrasts)
+        # per-feature statistics of the training images, set after training: standardised features keep
+        # the polynomial kernel's x . y / d of order one, as KID's kernel assumes
+        self.register_buffer("feature_mean", torch.zeros(previous))
+        self.register_buffer("feature_std", torch.ones(previous))
 
     def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
         return self.blocks(images)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, H, W)`` images in [0, 1] -> ``(N, channels[-1])`` pooled last-block activations."""
-        return self.feature_maps(images).mean(dim=(2, 3))
+        """``(N, 1, H, W)`` images in [0, 1] -> ``(N, channels[-1])`` pooled last-block activations,
+        standardised with the training images' statistics."""
+        return (self.feature_maps(images).mean(dim=(2, 3)) - self.feature_mean) / self.feature_std
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tissue maps at 1/4 resolution and contrast logits."""
@@ -110,32 +118,66 @@ def realism_features(
     return torch.cat(chunks).double()
 
 
-def polynomial_mmd_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased MMD^2 of feature sets ``(m, d)`` and ``(n, d)`` with ``k(a, b) = (a . b / d + 1) ** 3``."""
+def _group_mask(a: torch.Tensor | None, b: torch.Tensor | None, m: int, n: int) -> torch.Tensor:
+    """Pairs (i, j) that count: different groups (the diagonal for a set with itself without groups)."""
+    if a is None or b is None:
+        return torch.ones(m, n, dtype=torch.bool)
+    return a[:, None] != b[None, :]
+
+
+def polynomial_mmd_unbiased(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_groups: torch.Tensor | None = None,
+    y_groups: torch.Tensor | None = None,
+) -> float:
+    """Unbiased MMD^2 of feature sets ``(m, d)`` and ``(n, d)`` with ``k(a, b) = (a . b / d + 1) ** 3``.
+
+    Without groups this is KID's estimate (Binkowski et al. 2018): every pair within a set except an item
+    with itself, every pair across the sets. With groups (one integer per item, e.g. the test slice a sample
+    was translated from and the slice of a true target) every pair of items of the same group is left out of
+    all three terms: the U-statistic of paired data (Gretton et al., JMLR 2012, MMD^2_u), unbiased when the
+    groups are independent draws, whereas a sample and the true target of its own slice are not.
+    """
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"features must be (m, d) and (n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if (x_groups is None) != (y_groups is None):
+        raise ValueError("give groups for both feature sets or for neither")
     m, n = x.shape[0], y.shape[0]
-    if m < 2 or n < 2:
-        raise ValueError(f"the unbiased estimate needs at least 2 items per set, got {m} and {n}")
     x, y = x.double(), y.double()
     d = x.shape[1]
-    k_xx = (x @ x.T / d + 1) ** 3
-    k_yy = (y @ y.T / d + 1) ** 3
-    k_xy = (x @ y.T / d + 1) ** 3
-    # the diagonals k(x_i, x_i) are left out: that is what makes the estimate unbiased
-    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
-    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
-    return float(within_x + within_y - 2 * k_xy.mean())
+    terms = []
+    for within, a, b, ga, gb in (
+        (True, x, x, x_groups, x_groups),
+        (True, y, y, y_groups, y_groups),
+        (False, x, y, x_groups, y_groups),
+    ):
+        keep = _group_mask(ga, gb, len(a), len(b))
+        if within:
+            keep = keep & ~torch.eye(len(a), dtype=torch.bool)
+        if not keep.any():
+            raise ValueError(
+                f"no pair of items from different groups: need at least 2 items per set, got {m}, {n}"
+            )
+        terms.append(((a @ b.T / d + 1) ** 3)[keep].mean())
+    return float(terms[0] + terms[1] - 2 * terms[2])
 
 
 def kernel_inception_distance(
-    generated: torch.Tensor, real: torch.Tensor, encoder: RealismEncoder | None = None
+    generated: torch.Tensor,
+    real: torch.Tensor,
+    encoder: RealismEncoder | None = None,
+    generated_groups: torch.Tensor | None = None,
+    real_groups: torch.Tensor | None = None,
 ) -> float | None:
     """KID between ``(N, 1, H, W)`` generated and real images on the realism encoder's features.
 
-    Returns None when the encoder weights are not available.
+    ``generated_groups`` / ``real_groups``: see :func:`polynomial_mmd_unbiased`. Returns None when the
+    encoder weights are not available.
     """
     encoder = encoder or realism_encoder()
     if encoder is None:
         return None
-    return polynomial_mmd_unbiased(realism_features(generated, encoder), realism_features(real, encoder))
+    return polynomial_mmd_unbiased(
+        realism_features(generated, encoder), realism_features(real, encoder), generated_groups, real_groups
+    )

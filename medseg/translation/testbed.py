@@ -10,7 +10,8 @@ one table (``docs/translation_testbed.md``). Images are in [0, 1].
 * ``diversity``: mean absolute difference between two samples of one input inside the head, averaged over
   all pairs and images (0 when there is one sample);
 * ``kid``: realism, :func:`~medseg.translation.realism.kernel_inception_distance` between all N x M samples
-  and the N targets (None when the encoder weights are missing);
+  and the N targets, pairs from the same test slice left out (the paired U-statistic; None when the
+  encoder weights are missing or N < 2);
 * ``mean_psnr``, ``mean_ssim``, ``mean_l1_head``, ``mean_kid``: the same scores of the per-input sample
   mean, which is what a user who averages samples gets;
 * ``seconds_per_image``: passed through.
@@ -98,11 +99,18 @@ def score_translations(
         key: float(torch.stack([s[key] for s in per_sample]).mean()) for key in ("psnr", "ssim", "l1_head")
     }
     scores["diversity"] = _diversity(samples, head)
-    scores["kid"] = kernel_inception_distance(samples.flatten(0, 1), target) if n * m > 1 and n > 1 else None
+    # a sample and the true target of its own slice are not independent draws: such pairs are left out
+    slices = torch.arange(n)
+    pooled_slices = slices.repeat_interleave(m)
+    scores["kid"] = (
+        kernel_inception_distance(samples.flatten(0, 1), target, None, pooled_slices, slices)
+        if n > 1
+        else None
+    )
     mean = samples.mean(dim=1)
     for key, value in _image_scores(mean, target, head).items():
         scores[f"mean_{key}"] = float(value.mean())
-    scores["mean_kid"] = kernel_inception_distance(mean, target) if n > 1 else None
+    scores["mean_kid"] = kernel_inception_distance(mean, target, None, slices, slices) if n > 1 else None
     scores.update(seconds_per_image=seconds_per_image, num_images=n, num_samples=m)
     return scores
 
