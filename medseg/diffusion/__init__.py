@@ -28,6 +28,7 @@ from medseg.diffusion.guidance import (
     KnownRegionMode,
     SamplingContext,
 )
+from medseg.diffusion.joint import JointDiffusionProcess
 from medseg.diffusion.noise_level import NoiseConditioning, check_noise_conditioning, sample_noise_levels
 from medseg.diffusion.options import SamplingOptions
 from medseg.diffusion.processes import DiffusionProcess, GaussianProcess, StepOutput, TrainingInputs
@@ -55,6 +56,7 @@ __all__ = [
     "Guidance",
     "ImageCodec",
     "ImageConditionedModel",
+    "JointDiffusionProcess",
     "KnownRegion",
     "KnownRegionMode",
     "MaskCodec",
