@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medseg.translation.evaluation import PSNR_CAP_DB
-from medseg.translation.testbed import histogram_matching, score_translations
+from medseg.translation.testbed import histogram_matching, histogram_reference, score_translations
 
 
 def _images(n: int = 3, h: int = 16, w: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,3 +85,19 @@ def test_histogram_matching_against_reference_images() -> None:
     assert torch.allclose(out, target * head, atol=1e-6)
     with pytest.raises(ValueError, match="reference_head"):
         histogram_matching(source, target, head=head, reference_head=head[..., :4])
+
+
+def test_histogram_reference_pools_the_training_head_voxels() -> None:
+    """The unpaired target domain z in [52, 85): 33 slices; the reference is their head voxels, in [0, 1]."""
+    from medseg.data.contrasts import contrast_slices
+
+    reference = histogram_reference("t2w", domain="target")
+    slices = contrast_slices("training", ("t2w",), domain="target")
+    assert reference.ndim == 1 and reference.numel() == int(slices["head"].sum())
+    assert torch.equal(reference, slices["t2w"][slices["head"] > 0.5])
+    test = contrast_slices("test", ("t1",))
+    matched = histogram_matching(test["t1"][:1], reference, head=test["head"][:1])
+    inside = matched[test["head"][:1] > 0.5]
+    # a matched image's head intensities have the reference's quantiles
+    q = torch.tensor([0.1, 0.5, 0.9])
+    assert torch.allclose(torch.quantile(inside, q), torch.quantile(reference, q), atol=0.02)
