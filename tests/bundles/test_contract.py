@@ -72,6 +72,7 @@ SINGLE_INPUT_MODELS = ("segmentation_model", "translation_model", "generation_mo
 VARIANTS = {
     "palette": [{"task": t} for t in ("inpainting", "uncropping", "jpeg", "colorization")],
     "bbdm": [{"variant": v} for v in ("pixel", "latent")],
+    "unit_ddpm": [{"direction": d} for d in ("t1_to_t2w", "t2w_to_t1")],
 }
 REFERENCE = re.compile(r"@([A-Za-z_][\w#]*)")
 MAX_SHIPPED_BYTES = 10 * 2**20  # larger weights go to models/large_files.yml
