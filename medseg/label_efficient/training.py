@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
-from torch.utils.data import TensorDataset
+from torch.utils.data import DistributedSampler, TensorDataset
 
 from medseg.data import mni_tissue_slices
 from medseg.label_efficient.features import DDPMFeatureExtractor
@@ -70,17 +70,17 @@ def pixel_loader(
     labelled: dict[str, torch.Tensor],
     batch_size: int = 256,
     seed: int = 0,
+    distributed: bool = False,
 ) -> DataLoader:
-    """A shuffling MONAI ``DataLoader`` of ``(features, label)`` pixels of the labelled slices."""
+    """A shuffling MONAI ``DataLoader`` of ``(features, label)`` pixels of the labelled slices (``distributed``:
+    each rank gets its share through a ``DistributedSampler``)."""
     features, labels = pixel_training_data(segmenter, labelled["image"], labelled["label"])
+    dataset = TensorDataset(features, labels)
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        TensorDataset(features, labels),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=0,
-    )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=0)
 
 
 def train_pixel_ensemble(
