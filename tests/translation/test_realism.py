@@ -108,3 +108,14 @@ def test_score_translations_reports_kid(test_slab) -> None:
     mean_kid = kernel_inception_distance((other + real) / 2, real, None, slices, slices)
     assert scores["mean_kid"] == pytest.approx(mean_kid, rel=1e-9)
     assert score_translations(real[:1, None], real[:1], head[:1])["kid"] is None and n == 45
+
+
+def test_kid_is_none_without_the_encoder_weights(monkeypatch, tmp_path) -> None:
+    import medseg.translation.realism as realism
+
+    monkeypatch.setattr(realism, "REALISM_WEIGHTS", tmp_path / "absent.pt")
+    target = torch.rand(3, 1, 8, 8)
+    scores = score_translations(target[:, None], target, torch.ones_like(target))
+    assert scores["kid"] is None and scores["mean_kid"] is None and scores["psnr"] == pytest.approx(60.0)
+    with pytest.raises(FileNotFoundError, match="realism encoder"):
+        realism_features(target)
