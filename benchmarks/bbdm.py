@@ -112,6 +112,48 @@ def evaluate(method: str, ckpt: str | None, steps: int, ensemble: int, max_image
     return metrics
 
 
+LABELS = {
+    "bbdm": "BBDM (pixel)",
+    "vqbb": "VQBB (latent)",
+    "palette": "Palette (same network, pairs, iterations)",
+}
+BASELINES = Path(__file__).resolve().parent / "results" / "translation" / "baselines_t1_t2w.json"
+
+
+def table() -> str:
+    """The results table of ``docs/bundles/bbdm.md`` from the evaluations and the test bed's baselines."""
+    keys = ("psnr", "ssim", "l1_head", "mean_psnr", "mean_ssim", "diversity", "kid", "seconds_per_image")
+    header = "| method | steps | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 2) + "\n"
+
+    def row(name: str, steps: Any, scores: dict) -> str:
+        cells = []
+        for key in keys:
+            value = scores.get(key)
+            cells.append(
+                "-" if value is None else f"{value:.4f}" if key in ("kid", "diversity") else f"{value:.3f}"
+            )
+        return f"| {name} | {steps} | " + " | ".join(cells) + " |\n"
+
+    lines, histogram = [], None
+    for path in sorted(RESULTS.glob("*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        lines.append(
+            (
+                metrics["method"],
+                metrics["steps"],
+                row(LABELS[metrics["method"]], metrics["steps"], metrics["model"]),
+            )
+        )
+        histogram = metrics["histogram_matching"]
+    body = "".join(r for _, _, r in sorted(lines, key=lambda x: (x[0], x[1])))
+    if BASELINES.is_file():
+        for name, scores in json.loads(BASELINES.read_text()).get("methods", {}).items():
+            body += row(name, "-", scores)
+    elif histogram is not None:
+        body += row("histogram matching", "-", histogram)
+    return header + body
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,7 +168,11 @@ def main() -> None:
     ev.add_argument("--steps", type=int, default=50)
     ev.add_argument("--ensemble", type=int, default=4)
     ev.add_argument("--max-images", type=int, default=None)
+    sub.add_parser("table")
     args = parser.parse_args()
+    if args.command == "table":
+        print(table())
+        return
     torch.set_num_threads(1)
     if args.command == "train-palette":
         train_palette(args.epochs, args.output_dir)
