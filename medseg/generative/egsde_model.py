@@ -65,7 +65,7 @@ class EGSDESamplingModel(SamplingModel):
         faithful_weight: float = 2.0,
         down_factor: int = 8,
         ensemble: int = 1,
-        steps: int | None = 100,
+        steps: int | None = 50,
         eta: float = 1.0,
         seed: int | None = 0,
     ) -> None:

@@ -73,6 +73,7 @@ VARIANTS = {
     "palette": [{"task": t} for t in ("inpainting", "uncropping", "jpeg", "colorization")],
     "bbdm": [{"variant": v} for v in ("pixel", "latent")],
     "unit_ddpm": [{"direction": d} for d in ("t1_to_t2w", "t2w_to_t1")],
+    "image_ddpm": [{"contrast": c} for c in ("t1", "t2w")],
 }
 REFERENCE = re.compile(r"@([A-Za-z_][\w#]*)")
 MAX_SHIPPED_BYTES = 10 * 2**20  # larger weights go to models/large_files.yml
