@@ -90,11 +90,13 @@ def _model(method: str, ckpt: str | None, steps: int, ensemble: int) -> tuple[Sa
     return SamplingModel(network, output="image", inferer=inferer), {"codec": ImageCodec()}
 
 
-def evaluate(method: str, ckpt: str | None, steps: int, ensemble: int, max_images: int | None) -> dict:
+def evaluate(
+    method: str, ckpt: str | None, steps: int, ensemble: int, max_images: int | None, tag: str = ""
+) -> dict:
     model, extra = _model(method, ckpt, steps, ensemble)
     parser = _parser("inference")
     items = parser.get_parsed_content("items")
-    out = RESULTS / f"{method}_{steps}"
+    out = RESULTS / f"{method}{'_' + tag if tag else ''}_{steps}"
     start = time.perf_counter()
     metrics = contrast_evaluate(
         model,
@@ -137,13 +139,13 @@ def table() -> str:
     lines, histogram = [], None
     for path in sorted(RESULTS.glob("*/metrics.json")):
         metrics = json.loads(path.read_text())
-        lines.append(
-            (
-                metrics["method"],
-                metrics["steps"],
-                row(LABELS[metrics["method"]], metrics["steps"], metrics["model"]),
+        label = LABELS[metrics["method"]] + (f", {metrics['tag']}" if metrics.get("tag") else "")
+        lines.append((label, metrics["steps"], row(label, metrics["steps"], metrics["model"])))
+        if "model_head_masked" in metrics:
+            masked = label + ", head-masked"
+            lines.append(
+                (masked, metrics["steps"], row(masked, metrics["steps"], metrics["model_head_masked"]))
             )
-        )
         histogram = metrics["histogram_matching"]
     body = "".join(r for _, _, r in sorted(lines, key=lambda x: (x[0], x[1])))
     if BASELINES.is_file():
@@ -168,6 +170,7 @@ def main() -> None:
     ev.add_argument("--steps", type=int, default=50)
     ev.add_argument("--ensemble", type=int, default=4)
     ev.add_argument("--max-images", type=int, default=None)
+    ev.add_argument("--tag", default="", help="names the result folder and the table row (e.g. the epoch)")
     sub.add_parser("table")
     args = parser.parse_args()
     if args.command == "table":
@@ -177,7 +180,7 @@ def main() -> None:
     if args.command == "train-palette":
         train_palette(args.epochs, args.output_dir)
     else:
-        metrics = evaluate(args.method, args.ckpt, args.steps, args.ensemble, args.max_images)
+        metrics = evaluate(args.method, args.ckpt, args.steps, args.ensemble, args.max_images, args.tag)
         print(
             json.dumps({k: metrics[k] for k in ("method", "steps")} | {"model": metrics["model"]}, indent=1)
         )

@@ -170,7 +170,8 @@ def contrast_evaluate(
     histogram-matching baseline; write ``metrics.json`` and ``figure.png`` into ``output_dir``.
 
     Returns:
-        the metrics: ``{"model": scores, "histogram_matching": scores, "images": N, "ensemble": M, ...}``.
+        the metrics: ``{"model": scores, "model_head_masked": scores of the samples with the air outside the
+        head set to 0, "histogram_matching": scores, "images": N, "ensemble": M, ...}``.
     """
     items = list(items)[: max_images or None]
     if any("target" not in i for i in items):
@@ -185,6 +186,10 @@ def contrast_evaluate(
         "ensemble": int(samples.shape[1]),
         "options": _recorded_options(model, options),
         "model": score_translations(samples, target, head, seconds_per_image=seconds),
+        # air set to 0 outside the source's head, as the targets are (a mask any method can take from the source)
+        "model_head_masked": score_translations(
+            samples * head[:, None], target, head, seconds_per_image=seconds
+        ),
         "histogram_matching": score_translations(baseline[:, None], target, head),
     }
     folder = Path(output_dir)
