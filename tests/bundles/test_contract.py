@@ -61,13 +61,11 @@ COMMON = (
 # the Gaussian training schedule, shared the same way; a bundle whose common.json defines its own "process"
 # (BBDM's Brownian bridge) has none
 GAUSSIAN_SCHEDULE = ("schedule", "beta_start", "beta_end", "prediction_type")
-PREDICTORS = (
-    "segmenter",
-    "translator",
-    "generator",
-)  # the entry Segmenter / Translator / ImageGenerator builds
-# the model verify_net_in_out checks (generation_model: an unconditional prior, initial noise -> image)
-SINGLE_INPUT_MODELS = ("segmentation_model", "translation_model", "generation_model")
+# the entry Segmenter / Translator / ImageGenerator / Editor builds
+PREDICTORS = ("segmenter", "translator", "generator", "editor")
+# the model verify_net_in_out checks (generation_model: an unconditional prior, initial noise -> image;
+# editing_model: an image -> its guided edit)
+SINGLE_INPUT_MODELS = ("segmentation_model", "translation_model", "generation_model", "editing_model")
 # bundles that ship one weights file per value of a config key (default first): each must load
 VARIANTS = {
     "palette": [{"task": t} for t in ("inpainting", "uncropping", "jpeg", "colorization")],
