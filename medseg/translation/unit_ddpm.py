@@ -3,7 +3,7 @@ arXiv 2104.05358), on the one sampler through :class:`medseg.diffusion.JointDiff
 
 * :class:`UnitDDPMNet`: the two denoisers ``eps_A(x^A_t, t, x^B_t)`` and ``eps_B(x^B_t, t, x^A_t)`` (each a
   :class:`~medseg.translation.PaletteUNet` that sees the other domain's image of the same timestep) and the two
-  translators ``g_AB``, ``g_BA`` (small MONAI ``UNet``\\ s with a tanh) that make pseudo-pairs for training;
+  translators ``g_AB``, ``g_BA`` (small MONAI ``UNet``\\ s without normalisation, with a tanh) that make pseudo-pairs for training;
   ``forward`` is the training objective's terms, so the whole model trains under one ``SupervisedTrainer``
   (and ``DistributedDataParallel``).
 * :class:`UnitDDPMPrepareBatch`: an unpaired batch ``{"a", "b"}`` -> the shared timestep and the four noises.
@@ -142,6 +142,7 @@ class UnitDDPMNet(nn.Module):
             channels=tuple(channels),
             strides=(2,) * (len(channels) - 1),
             num_res_units=1,
+            norm=None,  # instance or batch norm on batches of 4 mostly-background slices stalls the cycle loss
         )
         return nn.Sequential(body, nn.Tanh())  # images live in [-1, 1]
 
