@@ -7,6 +7,9 @@ noise to the target with Palette's noise-level conditioning, schedule and L2 los
 
     # train the Palette comparison for as many epochs as BBDM had (its checkpoint says how many)
     python -m benchmarks.bbdm train-palette --epochs 120 --output-dir runs/bbdm_palette
+    # the same network as a plain regressor (the bridge at t = T only), sampled in one step
+    python -m benchmarks.bbdm train-regression --epochs 100 --output-dir runs/bbdm_regression
+    python -m benchmarks.bbdm evaluate --method regression --ckpt runs/bbdm_regression/model.pt --steps 1 --ensemble 1
     # score a method on the 45 test slices (writes benchmarks/results/bbdm/<method>_<steps>/metrics.json, figure.png)
     python -m benchmarks.bbdm evaluate --method bbdm --steps 50 --ensemble 4
     python -m benchmarks.bbdm evaluate --method vqbb --steps 50 --ensemble 4
@@ -25,9 +28,10 @@ import torch
 from monai.bundle import ConfigParser
 
 from benchmarks._common import machine, write_json
-from medseg.diffusion import ImageCodec, make_scheduler
+from medseg.diffusion import BrownianBridgeProcess, ImageCodec, TrainingInputs, make_scheduler
 from medseg.inferers import ConditionalDiffusionInferer, SamplingModel
 from medseg.networks.weights import load_weights
+from medseg.translation.bridge import BridgePrepareBatch
 from medseg.translation.contrast import contrast_evaluate
 from medseg.workflows import config_files
 
@@ -73,9 +77,33 @@ def train_palette(epochs: int, output_dir: str) -> None:
     parser.get_parsed_content("run")
 
 
+class TerminalBridge(BrownianBridgeProcess):
+    """The bridge trained at t = T only, where ``x_T = y`` and the target is ``y - x0``: a plain regression of the
+    target from the source by the same network, sampled in one deterministic step (``steps=1``)."""
+
+    def training_inputs(self, x0: torch.Tensor, source: torch.Tensor, generator=None) -> TrainingInputs:
+        time = torch.full((x0.shape[0],), self.num_train_timesteps, device=x0.device, dtype=torch.long)
+        return TrainingInputs(source, time, source - x0)
+
+
+def train_regression(epochs: int, output_dir: str) -> None:
+    """BBDM's train.json with every training pair at t = T (:class:`TerminalBridge`): the same network, pairs,
+    optimiser, EMA and iterations as a regressor."""
+    process = TerminalBridge(1000)
+    overrides = {
+        "output_dir": output_dir,
+        "max_epochs": epochs,
+        "val_steps": 1,
+        "train#prepare_batch": BridgePrepareBatch(process, seed=0),
+    }
+    parser = _parser("train", **overrides)
+    parser.get_parsed_content("initialize")
+    parser.get_parsed_content("run")
+
+
 def _model(method: str, ckpt: str | None, steps: int, ensemble: int) -> tuple[SamplingModel, dict[str, Any]]:
-    if method in ("bbdm", "vqbb"):
-        variant = "pixel" if method == "bbdm" else "latent"
+    if method in ("bbdm", "vqbb", "regression"):
+        variant = "latent" if method == "vqbb" else "pixel"
         overrides = {"variant": variant, "steps": steps, "ensemble": ensemble, "device": "cpu"}
         if ckpt:
             overrides["ckpt_path"] = ckpt
@@ -164,8 +192,11 @@ def main() -> None:
     train = sub.add_parser("train-palette")
     train.add_argument("--epochs", type=int, required=True)
     train.add_argument("--output-dir", default="runs/bbdm_palette")
+    regression = sub.add_parser("train-regression")
+    regression.add_argument("--epochs", type=int, required=True)
+    regression.add_argument("--output-dir", default="runs/bbdm_regression")
     ev = sub.add_parser("evaluate")
-    ev.add_argument("--method", choices=("bbdm", "vqbb", "palette"), required=True)
+    ev.add_argument("--method", choices=("bbdm", "vqbb", "palette", "regression"), required=True)
     ev.add_argument("--ckpt", default=None)
     ev.add_argument("--steps", type=int, default=50)
     ev.add_argument("--ensemble", type=int, default=4)
@@ -179,6 +210,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.command == "train-palette":
         train_palette(args.epochs, args.output_dir)
+    elif args.command == "train-regression":
+        train_regression(args.epochs, args.output_dir)
     else:
         metrics = evaluate(args.method, args.ckpt, args.steps, args.ensemble, args.max_images, args.tag)
         print(
