@@ -147,6 +147,21 @@ def _row(name: str, scores: dict) -> str:
     return f"| {name} | " + " | ".join(cells) + " |\n"
 
 
+def _egsde_rows() -> str:
+    """SDEdit (zero energy weights) and EGSDE rows of the EGSDE bundle's sweep, where it exists."""
+    path = EGSDE / "egsde_sweep.json"
+    if not path.is_file():
+        return ""
+    rows = ""
+    for point in json.loads(path.read_text())["points"]:
+        start, realism, faithful = point["start"], point["realism_weight"], point["faithful_weight"]
+        name = (
+            "SDEdit" if realism == faithful == 0 else f"EGSDE (lambda_r {realism:g}, lambda_f {faithful:g})"
+        )
+        rows += _row(f"{name}, t0 {start:g}, 1 sample", point["scores"])
+    return rows
+
+
 def table() -> str:
     """The results table of ``docs/bundles/unit_ddpm.md``, one block per direction."""
     text = ""
@@ -170,10 +185,8 @@ def table() -> str:
         if baselines.is_file():
             for name, scores in json.loads(baselines.read_text()).get("methods", {}).items():
                 text += _row(name, scores)
-        for path in sorted(EGSDE.glob("**/metrics.json")) if EGSDE.is_dir() else []:
-            metrics = json.loads(path.read_text())
-            if metrics.get("direction", f"{metrics.get('source')}_to_{metrics.get('target')}") == direction:
-                text += _row(f"EGSDE / SDEdit ({path.parent.name})", metrics["model"])
+        if direction == "t1_to_t2w":  # the EGSDE bundle translates T1 -> T2w (docs/bundles/egsde.md)
+            text += _egsde_rows()
     return text
 
 
