@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 from monai.networks.nets import DiffusionModelUNet
 
 from medseg.generative import EGSDESamplingModel, EGSDETranslator
 from medseg.workflows import Translator
-from tests.helpers import BUNDLES, layered
+from tests.helpers import BUNDLES, layered, torchrun_train
 
 BUNDLE = BUNDLES / "egsde"
 TINY_PRIOR = {
@@ -94,3 +95,11 @@ def test_trains_translates_evaluates_and_verifies(tmp_path: Path) -> None:
     )
     model = Translator.from_bundle(str(BUNDLE), **{**TINY, **common}).model  # the generic entry point
     assert isinstance(model, EGSDESamplingModel)
+
+
+@pytest.mark.slow
+def test_multi_gpu_train_runs_under_torchrun(tmp_path: Path) -> None:
+    """common + train + multi_gpu_train in two gloo processes (DistributedDataParallel, DistributedSampler)."""
+    result = torchrun_train("egsde", {**TINY, "output_dir": str(tmp_path), "batch_size": 2, "max_epochs": 1})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "model.pt").is_file()

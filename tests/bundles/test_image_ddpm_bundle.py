@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 
 from medseg.generative import ImageGenerator
-from tests.helpers import BUNDLES, layered
+from tests.helpers import BUNDLES, layered, torchrun_train
 
 BUNDLE = BUNDLES / "image_ddpm"
 TINY = {
@@ -70,3 +71,14 @@ def test_trains_samples_evaluates_and_verifies(tmp_path: Path) -> None:
         n=4,
         **{**TINY, **common},
     )
+
+
+@pytest.mark.slow
+def test_multi_gpu_train_runs_under_torchrun(tmp_path: Path) -> None:
+    """common + train + multi_gpu_train in two gloo processes (DistributedDataParallel, DistributedSampler)."""
+    result = torchrun_train(
+        "image_ddpm",
+        {**TINY, "output_dir": str(tmp_path), "batch_size": 2, "max_epochs": 1, "contrast": "t2w"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "model_t2w.pt").is_file()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from monai.bundle import ConfigParser, verify_net_in_out
 from monai.networks.nets import DiffusionModelUNet
 
 from medseg.generative import EditingModel, Editor
-from tests.helpers import BUNDLES, layered
+from tests.helpers import BUNDLES, layered, torchrun_train
 
 BUNDLE = BUNDLES / "multitask_guidance"
 TINY_PRIOR = {
@@ -93,3 +94,13 @@ def test_trains_edits_evaluates_and_verifies(tmp_path: Path) -> None:
         n=2,
         **{**TINY, **common},
     )
+
+
+@pytest.mark.slow
+def test_multi_gpu_train_runs_under_torchrun(tmp_path: Path) -> None:
+    """common + train + multi_gpu_train in two gloo processes (DistributedDataParallel, DistributedSampler)."""
+    result = torchrun_train(
+        "multitask_guidance", {**TINY, "output_dir": str(tmp_path), "batch_size": 2, "max_epochs": 1}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "segmenter.pt").is_file()
