@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from medseg.data import kmeans_tissue_baseline
 from medseg.data.contrasts import contrast_slices
@@ -97,11 +100,15 @@ def train_piti(
     Returns the last loss and wall seconds of each stage.
     """
     model.to(device)
+    distributed = dist.is_available() and dist.is_initialized()  # torchrun: each rank its share, DDP
+    dataset = Dataset(_flip_items(items))
+    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True) if distributed else None
     loader = DataLoader(
-        Dataset(_flip_items(items)),
+        dataset,
         batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=None if distributed else torch.Generator().manual_seed(seed),
         drop_last=True,
     )
     prepare = ConditionalDiffusionPrepareBatch(scheduler, num_channels=1, encode_label=False, seed=seed)
@@ -112,13 +119,15 @@ def train_piti(
     ):
         if iterations <= 0:
             continue
+        params = model.stage(stage)  # before DDP, which registers the parameters that train
+        network = DistributedDataParallel(model) if distributed else model
         trainer = SupervisedTrainer(
             device=torch.device(device),
             max_epochs=1,
             epoch_length=iterations,
             train_data_loader=loader,
-            network=model,
-            optimizer=torch.optim.AdamW(model.stage(stage), lr=lr),
+            network=network,
+            optimizer=torch.optim.AdamW(params, lr=lr),
             loss_function=torch.nn.MSELoss(),
             prepare_batch=prepare,
             inferer=_Inferer(),
