@@ -10,6 +10,8 @@ noise to the target with Palette's noise-level conditioning, schedule and L2 los
     # the same network as a plain regressor (the bridge at t = T only), sampled in one step
     python -m benchmarks.bbdm train-regression --epochs 100 --output-dir runs/bbdm_regression
     python -m benchmarks.bbdm evaluate --method regression --ckpt runs/bbdm_regression/model.pt --steps 1 --ensemble 1
+    # seconds per image of BBDM and VQBB side by side (benchmarks/results/bbdm_speed.json)
+    python -m benchmarks.bbdm speed
     # score a method on the 45 test slices (writes benchmarks/results/bbdm/<method>_<steps>/metrics.json, figure.png)
     python -m benchmarks.bbdm evaluate --method bbdm --steps 50 --ensemble 4
     python -m benchmarks.bbdm evaluate --method vqbb --steps 50 --ensemble 4
@@ -32,7 +34,7 @@ from medseg.diffusion import BrownianBridgeProcess, ImageCodec, TrainingInputs, 
 from medseg.inferers import ConditionalDiffusionInferer, SamplingModel
 from medseg.networks.weights import load_weights
 from medseg.translation.bridge import BridgePrepareBatch
-from medseg.translation.contrast import contrast_evaluate
+from medseg.translation.contrast import contrast_evaluate, translate_items
 from medseg.workflows import config_files
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "bbdm"
@@ -184,6 +186,28 @@ def table() -> str:
     return header + body
 
 
+def speed(repeats: int = 3, images: int = 4, steps: int = 20, ensemble: int = 2) -> dict:
+    """Seconds per image of pixel BBDM and VQBB, side by side in one process (alternating, one thread)."""
+    items = _parser("inference").get_parsed_content("items")[:images]
+    models = {m: _model(m, None, steps, ensemble)[0] for m in ("bbdm", "vqbb")}
+    times: dict[str, list[float]] = {m: [] for m in models}
+    for _ in range(repeats):
+        for method, model in models.items():
+            _, seconds = translate_items(model, items, progress=False)
+            times[method].append(seconds)
+    result = {m: min(t) for m, t in times.items()}
+    result["ratio_bbdm_over_vqbb"] = result["bbdm"] / result["vqbb"]
+    record = {
+        "seconds_per_image": result,
+        "all": times,
+        "images": images,
+        "steps": steps,
+        "ensemble": ensemble,
+    }
+    write_json(RESULTS / "speed.json", {**record, "machine": machine()})
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,9 +227,14 @@ def main() -> None:
     ev.add_argument("--max-images", type=int, default=None)
     ev.add_argument("--tag", default="", help="names the result folder and the table row (e.g. the epoch)")
     sub.add_parser("table")
+    sub.add_parser("speed")
     args = parser.parse_args()
     if args.command == "table":
         print(table())
+        return
+    if args.command == "speed":
+        torch.set_num_threads(1)
+        print(json.dumps(speed()["seconds_per_image"], indent=1))
         return
     torch.set_num_threads(1)
     if args.command == "train-palette":

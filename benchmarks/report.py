@@ -511,6 +511,23 @@ def _ensemble_calibration(ec: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _bbdm_speed(bs: dict[str, Any]) -> list[str]:
+    t = bs["seconds_per_image"]
+    return [
+        "## Translation: pixel BBDM against VQBB (shipped models, 48 x 56 T1 slices)",
+        "",
+        f"Command: `python -m benchmarks.bbdm speed`; {_machine_line(bs)}. {bs['images']} test slices, "
+        f"{bs['ensemble']} samples of {bs['steps']} steps each, one torch thread, the two models alternated "
+        f"{len(bs['all']['bbdm'])} times in one process, best of the runs.",
+        "",
+        "| model | seconds per image | ratio |",
+        "|---|---|---|",
+        f"| BBDM (pixel) | {_f(t['bbdm'])} | {_f(t['ratio_bbdm_over_vqbb'], 2)} |",
+        f"| VQBB (12 x 14 x 3 latents) | {_f(t['vqbb'])} | 1 |",
+        "",
+    ]
+
+
 def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: str = "") -> str:
     """Write the Markdown page (and figures); returns its text."""
     rel = os.path.relpath(figures, out.parent)
@@ -558,6 +575,8 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
     for name in ("ensemble_calibration", "ensemble_calibration_eta"):
         if name in results:
             lines += _ensemble_calibration(results[name])
+    if "bbdm_speed" in results:
+        lines += _bbdm_speed(results["bbdm_speed"])
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
