@@ -204,7 +204,9 @@ def speed(repeats: int = 3, images: int = 4, steps: int = 20, ensemble: int = 2)
         "steps": steps,
         "ensemble": ensemble,
     }
-    write_json(RESULTS / "speed.json", {**record, "machine": machine()})
+    write_json(
+        RESULTS.parent / "bbdm_speed.json", {"benchmark": "bbdm_speed", **record, "machine": machine()}
+    )
     return record
 
 

@@ -516,7 +516,7 @@ def _bbdm_speed(bs: dict[str, Any]) -> list[str]:
     return [
         "## Translation: pixel BBDM against VQBB (shipped models, 48 x 56 T1 slices)",
         "",
-        f"Command: `python -m benchmarks.bbdm speed`; {_machine_line(bs)}. {bs['images']} test slices, "
+        f"Command: `python -m benchmarks.bbdm speed`; {_machine_line(bs)} {bs['images']} test slices, "
         f"{bs['ensemble']} samples of {bs['steps']} steps each, one torch thread, the two models alternated "
         f"{len(bs['all']['bbdm'])} times in one process, best of the runs.",
         "",
