@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m medseg.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medseg tests benchmarks
