@@ -40,7 +40,14 @@ from medseg.diffusion.schedulers import (
     SpacedDDIMScheduler,
     make_scheduler,
 )
-from medseg.diffusion.seeding import SEED_HIGH, image_seeds, member_generators, per_member_randn, seed_stream
+from medseg.diffusion.seeding import (
+    SEED_HIGH,
+    TrainingGenerators,
+    image_seeds,
+    member_generators,
+    per_member_randn,
+    seed_stream,
+)
 
 __all__ = [
     "DECODE_MARGIN",
@@ -68,6 +75,7 @@ __all__ = [
     "SamplingOptions",
     "SpacedDDIMScheduler",
     "StepOutput",
+    "TrainingGenerators",
     "TrainingInputs",
     "check_noise_conditioning",
     "image_seeds",

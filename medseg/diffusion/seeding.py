@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SEED_HIGH", "image_seeds", "member_generators", "per_member_randn", "seed_stream"]
+__all__ = [
+    "SEED_HIGH",
+    "TrainingGenerators",
+    "image_seeds",
+    "member_generators",
+    "per_member_randn",
+    "seed_stream",
+]
 
 SEED_HIGH = 2**62
 
@@ -79,3 +86,28 @@ def per_member_randn(
     return torch.stack(
         [torch.randn(tuple(shape), generator=g, device=device, dtype=dtype) for g in generators]
     )
+
+
+class TrainingGenerators:
+    """The generator of a trainer's random draws (noise, timesteps): one per device, created lazily and seeded
+    ``seed + rank`` under ``torch.distributed``, so every rank draws different noise. ``seed=None`` gives None
+    (torch's global RNG, e.g. set by ``monai.utils.set_determinism``).
+
+    Example:
+        >>> generators = TrainingGenerators(0)
+        >>> noise = torch.randn(2, 3, generator=generators(torch.device("cpu")))
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+        self._by_device: dict[str, torch.Generator] = {}
+
+    def __call__(self, device: torch.device | str) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        key = str(device)
+        if key not in self._by_device:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
+            self._by_device[key] = torch.Generator(device=device).manual_seed(int(self.seed) + rank)
+        return self._by_device[key]

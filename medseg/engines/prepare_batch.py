@@ -26,12 +26,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.networks.schedulers import Scheduler
 
-from medseg.diffusion import GaussianProcess, MaskCodec, NoiseConditioning, PredictionType
+from medseg.diffusion import GaussianProcess, MaskCodec, NoiseConditioning, PredictionType, TrainingGenerators
 from medseg.losses import MaskedTarget
 from medseg.utils import check_option
 
@@ -91,17 +90,7 @@ class ConditionalDiffusionPrepareBatch(PrepareBatch):
         self.seed = seed
         self.encode_label = bool(encode_label)
         self.mask_key = mask_key
-        self._generators: dict[str, torch.Generator] = {}
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        """The per-device generator (created lazily), or None to use torch's global RNG."""
-        if self.seed is None:
-            return None
-        key = str(device)
-        if key not in self._generators:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-            self._generators[key] = torch.Generator(device=device).manual_seed(int(self.seed) + rank)
-        return self._generators[key]
+        self._generators = TrainingGenerators(seed)
 
     def __call__(
         self,
@@ -131,7 +120,7 @@ class ConditionalDiffusionPrepareBatch(PrepareBatch):
         image, label = _plain(image), _plain(label)
         x0 = self.codec.encode(label) if self.encode_label else label
         x0 = x0.to(image.dtype if image.is_floating_point() else torch.float32)
-        inputs = self.process.training_inputs(x0, self._generator(x0.device), self.prediction_type)
+        inputs = self.process.training_inputs(x0, self._generators(x0.device), self.prediction_type)
         x_t, target = inputs.x_t, inputs.target
         if self.mask_key:
             mask = _plain(batchdata[self.mask_key].to(device, non_blocking=non_blocking, **kwargs))

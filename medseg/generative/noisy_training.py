@@ -15,7 +15,7 @@ from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.networks.schedulers import Scheduler
 
-from medseg.diffusion import ImageCodec
+from medseg.diffusion import ImageCodec, TrainingGenerators
 
 __all__ = ["NoisyTaskPrepareBatch"]
 
@@ -55,12 +55,7 @@ class NoisyTaskPrepareBatch(PrepareBatch):
         self.target_key = target_key
         self.image_key = image_key
         self.seed = seed
-        self._generators: dict[str, torch.Generator] = {}
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        return self._generators.setdefault(str(device), torch.Generator(device=device).manual_seed(self.seed))
+        self._generators = TrainingGenerators(seed)
 
     def __call__(self, batchdata: Any, device: Any = None, non_blocking: bool = False, **kwargs: Any):
         """Noise the encoded images to random timesteps; the target passes through."""
@@ -70,7 +65,7 @@ class NoisyTaskPrepareBatch(PrepareBatch):
         image = _plain(batchdata[self.image_key]).to(device, non_blocking=non_blocking, **kwargs)
         target = _plain(torch.as_tensor(batchdata[self.target_key])).to(device, non_blocking=non_blocking)
         x0 = ImageCodec().encode(image.float())
-        generator = self._generator(x0.device)
+        generator = self._generators(x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         t = torch.randint(0, self.max_timestep, (x0.shape[0],), generator=generator, device=x0.device).long()
         return self.scheduler.add_noise(x0, noise, t), target, (), {"timesteps": t}

@@ -21,7 +21,13 @@ import torch
 from monai.engines.utils import PrepareBatch
 from torch import nn
 
-from medseg.diffusion import BrownianBridgeProcess, EnsembleSampler, ImageCodec, SamplingOptions
+from medseg.diffusion import (
+    BrownianBridgeProcess,
+    EnsembleSampler,
+    ImageCodec,
+    SamplingOptions,
+    TrainingGenerators,
+)
 from medseg.inferers import ConditionalDiffusionInferer
 from medseg.inferers.sampling import EnsembleSample
 
@@ -94,15 +100,7 @@ class BridgePrepareBatch(PrepareBatch):
     ) -> None:
         self.process, self.source_key, self.target_key, self.latent = process, source_key, target_key, latent
         self.seed = seed
-        self._generators: dict[torch.device, torch.Generator] = {}
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        if device not in self._generators:
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            self._generators[device] = torch.Generator(device=device).manual_seed(int(self.seed) + rank)
-        return self._generators[device]
+        self._generators = TrainingGenerators(seed)
 
     def __call__(
         self,
@@ -120,7 +118,7 @@ class BridgePrepareBatch(PrepareBatch):
         if self.latent is not None:
             self.latent.to(x0.device)
             y, x0 = self.latent.encode_source(y), self.latent.encode_target(x0)
-        inputs = self.process.training_inputs(x0, y, self._generator(x0.device))
+        inputs = self.process.training_inputs(x0, y, self._generators(x0.device))
         return inputs.x_t, inputs.target, (), {"timesteps": inputs.model_time, "image": y}
 
 

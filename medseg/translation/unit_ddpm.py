@@ -44,6 +44,7 @@ from medseg.diffusion import (
     JointDiffusionProcess,
     PredictionType,
     SamplingOptions,
+    TrainingGenerators,
 )
 from medseg.inferers.sampling import EnsembleSample
 from medseg.translation.networks import PaletteUNet
@@ -242,15 +243,7 @@ class UnitDDPMPrepareBatch(PrepareBatch):
         self, scheduler: Scheduler, a_key: str = "a", b_key: str = "b", seed: int | None = None
     ) -> None:
         self.scheduler, self.a_key, self.b_key, self.seed = scheduler, a_key, b_key, seed
-        self._generators: dict[torch.device, torch.Generator] = {}
-
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        if device not in self._generators:
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            self._generators[device] = torch.Generator(device=device).manual_seed(int(self.seed) + rank)
-        return self._generators[device]
+        self._generators = TrainingGenerators(seed)
 
     def __call__(
         self,
@@ -270,7 +263,7 @@ class UnitDDPMPrepareBatch(PrepareBatch):
             raise ValueError(
                 f"domains A and B need as many images per batch, got {a0.shape[0]} and {b0.shape[0]}."
             )
-        gen = self._generator(a0.device)
+        gen = self._generators(a0.device)
         noise = {
             k: torch.randn((b0 if k.endswith("b") else a0).shape, generator=gen, device=a0.device)
             for k in ("a", "b", "fake_a", "fake_b")
