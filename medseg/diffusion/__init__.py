@@ -10,6 +10,7 @@
 * :mod:`~medseg.diffusion.seeding`, :mod:`~medseg.diffusion.options`: one seeding protocol, one
   :class:`SamplingOptions`.
 * :mod:`~medseg.diffusion.sampler`: :class:`EnsembleSampler`, the one loop.
+* :mod:`~medseg.diffusion.distillation`: :class:`ProgressiveDistillation` (few-step students of a teacher).
 
 See ``docs/engine.md`` for the layers and which method uses which process, codec and guidance.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 from medseg.diffusion.bridge import BrownianBridgeProcess
 from medseg.diffusion.codecs import DECODE_MARGIN, ImageCodec, MaskCodec
 from medseg.diffusion.conditioning import ImageConditionedModel
+from medseg.diffusion.distillation import ProgressiveDistillation, teacher_steps
 from medseg.diffusion.guidance import (
     Chunk,
     ClassifierFreeGuidance,
@@ -38,6 +40,7 @@ from medseg.diffusion.schedulers import (
     PredictionType,
     Sampler,
     SpacedDDIMScheduler,
+    ddim_update,
     make_scheduler,
 )
 from medseg.diffusion.seeding import (
@@ -69,6 +72,7 @@ __all__ = [
     "MaskCodec",
     "NoiseConditioning",
     "PredictionType",
+    "ProgressiveDistillation",
     "SampleOutput",
     "Sampler",
     "SamplingContext",
@@ -78,11 +82,13 @@ __all__ = [
     "TrainingGenerators",
     "TrainingInputs",
     "check_noise_conditioning",
+    "ddim_update",
     "image_seeds",
     "make_scheduler",
     "member_generators",
     "per_member_randn",
     "sample_noise_levels",
     "seed_stream",
+    "teacher_steps",
     "tree_map",
 ]

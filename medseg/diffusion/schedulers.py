@@ -24,7 +24,14 @@ from monai.utils import StrEnum
 
 from medseg.utils import check_option
 
-__all__ = ["FinalStepDDPMScheduler", "PredictionType", "Sampler", "SpacedDDIMScheduler", "make_scheduler"]
+__all__ = [
+    "FinalStepDDPMScheduler",
+    "PredictionType",
+    "Sampler",
+    "SpacedDDIMScheduler",
+    "ddim_update",
+    "make_scheduler",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,41 @@ class PredictionType(StrEnum):
     EPSILON = "epsilon"
     SAMPLE = "sample"
     V_PREDICTION = "v_prediction"
+
+
+def ddim_update(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    alpha_prod_t: torch.Tensor | float,
+    alpha_prod_prev: torch.Tensor | float,
+    prediction_type: str,
+    clip: tuple[float, float] | None = None,
+    std: torch.Tensor | float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The deterministic part of a DDIM step from ``abar_t`` to ``abar_prev`` (Song et al. 2021, Eq. 12).
+
+    ``x0`` and ``eps`` are read from the network output per ``prediction_type``; ``x0`` is clamped to
+    ``clip`` when given (``eps`` keeps the unclamped value, as MONAI's DDIM does). The alphas may be scalars
+    or per-item columns broadcasting against ``sample``; ``std`` is the eta-scaled sigma of the step, whose
+    noise the caller adds.
+
+    Returns:
+        ``(x_prev without noise, pred_x0)``.
+    """
+    beta_prod_t = 1 - alpha_prod_t
+    if prediction_type == PredictionType.EPSILON:
+        pred_x0 = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
+        pred_eps = model_output
+    elif prediction_type == PredictionType.SAMPLE:
+        pred_x0 = model_output
+        pred_eps = (sample - alpha_prod_t**0.5 * pred_x0) / beta_prod_t**0.5
+    else:
+        pred_x0 = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
+        pred_eps = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
+    if clip is not None:
+        pred_x0 = torch.clamp(pred_x0, clip[0], clip[1])
+    prev_sample = alpha_prod_prev**0.5 * pred_x0 + (1 - alpha_prod_prev - std**2) ** 0.5 * pred_eps
+    return prev_sample, pred_x0
 
 
 class SpacedDDIMScheduler(DDIMScheduler):
@@ -101,22 +143,12 @@ class SpacedDDIMScheduler(DDIMScheduler):
         prev = self.previous_timestep(timestep)
         alpha_prod_t = self.alphas_cumprod[timestep]
         alpha_prod_prev = self.alphas_cumprod[prev] if prev >= 0 else self.final_alpha_cumprod
-        beta_prod_t = 1 - alpha_prod_t
-        if self.prediction_type == PredictionType.EPSILON:
-            pred_x0 = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
-            pred_eps = model_output
-        elif self.prediction_type == PredictionType.SAMPLE:
-            pred_x0 = model_output
-            pred_eps = (sample - alpha_prod_t**0.5 * pred_x0) / beta_prod_t**0.5
-        else:
-            pred_x0 = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
-            pred_eps = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
-        if self.clip_sample:
-            pred_x0 = torch.clamp(pred_x0, self.clip_sample_values[0], self.clip_sample_values[1])
         # sigma_t of Song et al. Eq. 16, scaled by eta
         std = eta * self._get_variance(timestep, prev) ** 0.5
-        # DDIM update, Song et al. Eq. 12
-        prev_sample = alpha_prod_prev**0.5 * pred_x0 + (1 - alpha_prod_prev - std**2) ** 0.5 * pred_eps
+        clip = self.clip_sample_values if self.clip_sample else None
+        prev_sample, pred_x0 = ddim_update(
+            model_output, sample, alpha_prod_t, alpha_prod_prev, self.prediction_type, clip, std
+        )
         if eta > 0:
             noise = torch.randn(
                 model_output.shape, dtype=model_output.dtype, generator=generator, device=model_output.device

@@ -30,11 +30,19 @@ from monai.data import MetaTensor
 from monai.engines.utils import PrepareBatch
 from monai.networks.schedulers import Scheduler
 
-from medseg.diffusion import GaussianProcess, MaskCodec, NoiseConditioning, PredictionType, TrainingGenerators
+from medseg.diffusion import (
+    GaussianProcess,
+    MaskCodec,
+    NoiseConditioning,
+    PredictionType,
+    ProgressiveDistillation,
+    TrainingGenerators,
+    TrainingInputs,
+)
 from medseg.losses import MaskedTarget
 from medseg.utils import check_option
 
-__all__ = ["ConditionalDiffusionPrepareBatch"]
+__all__ = ["ConditionalDiffusionPrepareBatch", "DistillationPrepareBatch"]
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:
@@ -120,9 +128,51 @@ class ConditionalDiffusionPrepareBatch(PrepareBatch):
         image, label = _plain(image), _plain(label)
         x0 = self.codec.encode(label) if self.encode_label else label
         x0 = x0.to(image.dtype if image.is_floating_point() else torch.float32)
-        inputs = self.process.training_inputs(x0, self._generators(x0.device), self.prediction_type)
+        inputs = self.training_inputs(x0, image)
         x_t, target = inputs.x_t, inputs.target
         if self.mask_key:
             mask = _plain(batchdata[self.mask_key].to(device, non_blocking=non_blocking, **kwargs))
             target = MaskedTarget(target, mask.to(target.dtype))
         return x_t, target, (), {"timesteps": inputs.model_time, "image": image}
+
+    def training_inputs(self, x0: torch.Tensor, image: torch.Tensor) -> TrainingInputs:
+        """``(x_t, model_time, target)`` for clean states ``x0`` of images ``image``."""
+        return self.process.training_inputs(x0, self._generators(x0.device), self.prediction_type)
+
+
+class DistillationPrepareBatch(ConditionalDiffusionPrepareBatch):
+    """:class:`ConditionalDiffusionPrepareBatch` whose targets come from a teacher (progressive distillation).
+
+    The student, initialised with the teacher's weights, learns to do in one DDIM step what the teacher does
+    in ``substeps`` (:class:`~medseg.diffusion.ProgressiveDistillation`); it then samples with
+    ``steps=student_steps``.
+
+    Args:
+        teacher: the teacher network ``teacher(x_t, t, image)``, put in eval mode and frozen here.
+        scheduler: the DDIM sampling scheduler of both models (``make_scheduler("ddim", ...)``).
+        student_steps: K, the student's sampling steps.
+        substeps: teacher steps per student step.
+        num_channels, image_key, label_key, seed, encode_label: as for
+            :class:`ConditionalDiffusionPrepareBatch`.
+    """
+
+    def __init__(
+        self,
+        teacher: torch.nn.Module,
+        scheduler: Scheduler,
+        student_steps: int,
+        substeps: int = 2,
+        num_channels: int = 1,
+        image_key: str = "image",
+        label_key: str = "label",
+        seed: int | None = None,
+        encode_label: bool = True,
+    ) -> None:
+        super().__init__(
+            scheduler, num_channels, None, image_key, label_key, seed=seed, encode_label=encode_label
+        )
+        self.distillation = ProgressiveDistillation(scheduler, student_steps, substeps)
+        self.teacher = teacher.eval().requires_grad_(False)
+
+    def training_inputs(self, x0: torch.Tensor, image: torch.Tensor) -> TrainingInputs:
+        return self.distillation.training_inputs(self.teacher, x0, image, self._generators(x0.device))
