@@ -23,6 +23,7 @@ from medseg.metrics.distribution import (
     hungarian_matched_iou,
     marginal_absolute_error,
     marginal_calibration_error,
+    marginal_scores,
     pairwise_iou,
     sample_diversity,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "hungarian_matched_iou",
     "marginal_absolute_error",
     "marginal_calibration_error",
+    "marginal_scores",
     "multi_threshold_dice",
     "negative_log_likelihood",
     "pairwise_iou",

@@ -18,7 +18,8 @@ distribution. Two families of numbers are here; MONAI has none of them except th
   mean IoU of the matched pairs reported.
 
 **Maps against a true marginal** ``(B, C, *spatial)``: mean absolute error of the ensemble mean, and the
-calibration error of the probability against the marginal (ECE where the observed frequency of a bin is the
+expected NLL and Brier score when the label is drawn from the marginal, and the calibration error of
+the probability against the marginal (ECE where the observed frequency of a bin is the
 mean true probability of its voxels: against reference draws this is exactly the ECE of the probability
 scored against every draw, pooled, see :func:`empirical_marginal`).
 
@@ -52,6 +53,7 @@ __all__ = [
     "hungarian_matched_iou",
     "marginal_absolute_error",
     "marginal_calibration_error",
+    "marginal_scores",
     "pairwise_iou",
     "sample_diversity",
 ]
@@ -331,3 +333,39 @@ def marginal_calibration_error(
     gap = torch.nan_to_num((mean_m - mean_p).abs().to(torch.float64), nan=0.0)  # empty bins count 0
     counts = counts.to(torch.float64)
     return (counts * gap).sum(dim=-1) / counts.sum(dim=-1)  # Guo et al. 2017, Eq. 3
+
+
+def marginal_scores(
+    probability: torch.Tensor, marginal: torch.Tensor, eps: float = 1e-6
+) -> dict[str, torch.Tensor]:
+    """Expected NLL and Brier score per case when the label is drawn voxel by voxel from the true marginal.
+
+    Both scores are linear in the one-hot label ``y``, so their expectation over ``y ~ m`` is the score
+    with ``y`` replaced by ``m`` (with :func:`~medseg.metrics.brier_score`'s and
+    :func:`~medseg.metrics.negative_log_likelihood`'s conventions):
+
+    * ``E[NLL] = -(1/|V|) sum_v sum_c m_vc log p_vc`` (``C == 1``: ``m log p + (1 - m) log(1 - p)``),
+      probabilities clipped to ``[eps, 1 - eps]``;
+    * ``E[BS] = (1/|V|) sum_v [sum_c (p_vc - m_vc)^2 + sum_c m_vc (1 - m_vc)]``: the squared distance to the
+      marginal plus the annotators' own variance, which no prediction can remove (``C == 1``: one channel).
+
+    A map equal to the marginal minimises both.
+
+    Args:
+        probability: ``(B, C, *spatial)`` probabilities.
+        marginal: ``(B, C, *spatial)`` true per-voxel class probabilities.
+        eps: clipping constant in (0, 0.5).
+
+    Returns:
+        ``{"nll": (B,), "brier": (B,)}`` float64.
+    """
+    if not 0.0 < eps < 0.5:
+        raise ValueError(f"eps must lie in (0, 0.5), got {eps}.")
+    prob, truth = _check_marginal(probability, marginal)
+    if prob.shape[1] == 1:  # binary: the background channel is implied
+        prob, truth = torch.cat([1 - prob, prob], dim=1), torch.cat([1 - truth, truth], dim=1)
+        brier = ((prob[:, 1] - truth[:, 1]).square() + truth[:, 1] * (1 - truth[:, 1])).flatten(1).mean(1)
+    else:
+        brier = ((prob - truth).square() + truth * (1 - truth)).sum(dim=1).flatten(1).mean(1)
+    nll = -(truth * prob.clamp(eps, 1 - eps).log()).sum(dim=1).flatten(1).mean(1)
+    return {"nll": nll, "brier": brier}

@@ -9,6 +9,7 @@ import torch
 from monai.metrics import compute_roc_auc
 
 from medseg.metrics import (
+    brier_score,
     distribution_metrics,
     empirical_marginal,
     error_map,
@@ -17,6 +18,8 @@ from medseg.metrics import (
     hungarian_matched_iou,
     marginal_absolute_error,
     marginal_calibration_error,
+    marginal_scores,
+    negative_log_likelihood,
     pairwise_iou,
     sample_diversity,
     uncertainty_error_auroc,
@@ -170,3 +173,38 @@ def test_uncertainty_error_overlap_by_hand() -> None:
     assert math.isnan(uncertainty_error_overlap(U6, T6.float(), T6).item())
     with pytest.raises(ValueError, match="uncertainty must be shaped"):
         uncertainty_error_overlap(U6[..., :3], P6, T6)
+
+
+def test_marginal_scores_hand_computed_case():
+    # one voxel, p = (0.5, 0.25, 0.25), the label is class 0 for sure: NLL = ln 2, Brier = 0.25 + 2 * 0.0625
+    p = torch.tensor([0.5, 0.25, 0.25], dtype=torch.float64).reshape(1, 3, 1, 1)
+    m = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).reshape(1, 3, 1, 1)
+    scores = marginal_scores(p, m)
+    assert scores["nll"].item() == pytest.approx(math.log(2))
+    assert scores["brier"].item() == pytest.approx(0.375)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_marginal_scores_equal_the_label_weighted_scores(channels):
+    # the expectation over y ~ m, written out as the m-weighted mean of the one-label scores
+    g = torch.Generator().manual_seed(0)
+    if channels == 1:
+        p, m = torch.rand(2, 1, 4, 5, generator=g), torch.rand(2, 1, 4, 5, generator=g)
+        weights = [(1 - m, torch.zeros(2, 1, 4, 5)), (m, torch.ones(2, 1, 4, 5))]
+    else:
+        p = torch.rand(2, 3, 4, 5, generator=g).softmax(1)
+        m = torch.rand(2, 3, 4, 5, generator=g).softmax(1)
+        weights = [(m[:, c : c + 1], torch.full((2, 1, 4, 5), c)) for c in range(3)]
+    expected_nll = torch.zeros(2, dtype=torch.float64)
+    expected_brier = torch.zeros(2, dtype=torch.float64)
+    for w, label in weights:
+        # per-voxel scores of label maps made constant per voxel through one-voxel cases
+        for i in range(4):
+            for j in range(5):
+                pv, lv, wv = p[:, :, i : i + 1, j : j + 1], label[:, :, i : i + 1, j : j + 1], w[:, 0, i, j]
+                expected_nll += wv.double() * negative_log_likelihood(pv, lv) / 20
+                expected_brier += wv.double() * brier_score(pv, lv) / 20
+    scores = marginal_scores(p, m)
+    assert torch.allclose(scores["nll"], expected_nll)
+    assert torch.allclose(scores["brier"], expected_brier)
+    assert bool((marginal_scores(m, m)["nll"] <= scores["nll"]).all())
