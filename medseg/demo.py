@@ -1,7 +1,7 @@
 """The main job on the embedded sample: ``python -m medseg.demo`` (what ``make demo`` runs).
 
 Segments the held-out test slab of the MNI152 tissue sample (grey and white matter) with the MedSegDiff
-bundle's shipped weights: a DDIM ensemble fused by STAPLE, with uncertainty maps. Writes the mask,
+bundle's shipped weights: a DDIM ensemble with the bundle's defaults, with uncertainty maps. Writes the mask,
 probability and uncertainty NIfTI files on the input geometry, an overlay PNG and the metrics JSON, then
 prints the scores beside a k-means intensity baseline on the same slab.
 """
@@ -39,8 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medseg.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="outputs/demo", help="where the outputs go")
     parser.add_argument("--bundle", default="medsegdiff", help="bundle whose shipped weights to use")
-    parser.add_argument("--ensemble", type=int, default=5, help="ensemble members")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--ensemble", type=int, default=None, help="ensemble members (the bundle's default: 5)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (the bundle's default)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -61,13 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps=args.steps,
     )
     seconds = time.perf_counter() - began
+    members, steps = args.ensemble or segmenter.options.ensemble, args.steps or segmenter.options.steps
     if not outcome.ok:
         print(f"failed: {outcome.error}")
         return 1
     metrics = outcome.metrics
     kmeans = _kmeans_dice(sample)
     print(
-        f"\n{args.bundle}: {args.ensemble} members x {args.steps} DDIM steps, fusion {segmenter.fusion}, {seconds:.0f} s"
+        f"\n{args.bundle}: {members} members x {steps} DDIM steps, fusion {segmenter.fusion}, {seconds:.0f} s"
     )
     print(f"{'class':<14}{'Dice':>8}{'HD95 mm':>9}{'ECE':>8}{'k-means Dice':>14}")
     for (name, scores), base in zip(metrics["classes"].items(), kmeans):

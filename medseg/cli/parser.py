@@ -119,6 +119,15 @@ def _add_train_parser(sub: Any) -> None:
     )
     train.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     train.add_argument(
+        "--distill",
+        action="store_true",
+        help="train a few-step student of the bundle's model instead (common + train + distill.json; progressive "
+        "distillation, starts from the teacher's weights)",
+    )
+    train.add_argument(
+        "--teacher", help="with --distill: the teacher's weights (default: the bundle's models/model.pt)"
+    )
+    train.add_argument(
         "overrides", nargs="*", type=_parse_override, help="more config overrides, key=value (listed below)"
     )
 
@@ -143,6 +152,11 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--seed", type=int)
     seg.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     seg.add_argument("--weights", help="a checkpoint to use instead of the bundle's models/model.pt")
+    seg.add_argument(
+        "--distilled",
+        action="store_true",
+        help="sample with the bundle's distilled few-step student (models/model_distilled.pt, 2 steps)",
+    )
     seg.add_argument(
         "--datalist-key",
         default="test",

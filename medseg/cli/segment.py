@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from medseg.cli.checks import _bundle, _check_weights, _device, _existing, _output_folder, _refuse_if_locked
@@ -28,9 +29,13 @@ def _segment(args: argparse.Namespace) -> int:
     if args.device:
         overrides["device"] = _device(args.device)
     overrides = {**dict(args.overrides), **overrides}  # the options win over key=value
-    from medseg.workflows import Segmenter, segment_files
+    from medseg.workflows import Segmenter, bundle_parser, segment_files
 
     bundle = _bundle(args.bundle)
+    if args.distilled:
+        if "distilled" not in bundle_parser(bundle, "inference"):
+            raise UsageError(f"--distilled: bundle {Path(bundle).name!r} has no distilled student")
+        overrides["distilled"] = True
     _threads()
     try:
         segmenter = Segmenter.from_bundle(bundle, **overrides)

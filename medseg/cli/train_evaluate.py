@@ -74,7 +74,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.datalist is not None:
         overrides["datalist"] = _existing(args.datalist, "datalist file or dataset folder")
     root = _bundle(args.bundle)
-    output_dir = _output_folder(args.output_dir or str(Path("runs") / root.name))
+    if args.teacher is not None and not args.distill:
+        raise UsageError("--teacher is for --distill")
+    if args.distill and not (root / "configs" / "distill.json").is_file():
+        raise UsageError(f"--distill: bundle {root.name!r} has no configs/distill.json")
+    if args.teacher is not None:
+        overrides["teacher_ckpt"] = _existing(args.teacher, "teacher weights")
+    default_dir = Path("runs") / (root.name + ("_distilled" if args.distill else ""))
+    output_dir = _output_folder(args.output_dir or str(default_dir))
     if Path(output_dir).resolve() == root:
         raise UsageError(
             f"{args.output_dir}: the output folder is the bundle itself, whose configs and shipped weights training "
@@ -98,8 +105,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.device is not None:
         overrides["device"] = _device(args.device)
     described = f": {len(classes[1])} classes ({', '.join(classes[1])})" if classes else ""
+    config = "distill" if args.distill else "train"
+    if args.distill:
+        described += ", distilled student"
     print(f"medseg train: {root.name} -> {output_dir}{described}", flush=True)
-    return _run_monai(root, "train", overrides)
+    return _run_monai(root, config, overrides)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

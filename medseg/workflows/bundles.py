@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 CONFIG_LAYERS: dict[str, tuple[str, ...]] = {
     "train": ("common", "train"),
     "multi_gpu_train": ("common", "train", "multi_gpu_train"),
+    "distill": ("common", "train", "distill"),
     "inference": ("common", "inference"),
     "evaluate": ("common", "inference", "evaluate"),
 }

@@ -116,3 +116,42 @@ def test_no_resume_when_disabled(tiny_datalist: str, tmp_path: Path) -> None:
     trainer.add_event_handler(Events.STARTED, lambda e: starts.append(e.state.iteration))
     again.run()
     assert starts == [0] and trainer.state.epoch == 1
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_distill_trains_a_few_step_student_from_the_teacher(
+    bundle: str, tiny_datalist: str, tmp_path: Path
+) -> None:
+    teacher_run = _workflow(bundle, tiny_datalist, tmp_path / "teacher")
+    teacher_run.run()
+    teacher_run.finalize()
+    teacher_ckpt = tmp_path / "teacher" / "models" / "model.pt"
+    overrides = {
+        **tiny_train_overrides(bundle, tiny_datalist, str(tmp_path / "student")),
+        "teacher_ckpt": str(teacher_ckpt),
+        "distilled_steps": 1,
+    }
+    del overrides["val_steps"]  # validation samples with the student's steps
+    student_run = ConfigWorkflow(
+        config_file=layered(bundle, "distill"),
+        meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **overrides,
+    )
+    student_run.initialize()
+    parser = student_run.parser
+    prepare = parser.get_parsed_content("train#prepare_batch")
+    student, teacher = parser.get_parsed_content("network"), parser.get_parsed_content("teacher")
+    assert student is not teacher
+    # the student starts from the teacher's weights; the teacher is frozen and stays as it was
+    saved = torch.load(teacher_ckpt, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in student.state_dict().items())
+    assert prepare.distillation.student_grid == [parser["num_train_timesteps"] - 1]
+    assert prepare.teacher is teacher
+    assert parser.get_parsed_content("validate#inferer").options.steps == 1
+    student_run.run()
+    student_run.finalize()
+    assert all(torch.equal(saved[k], v) for k, v in teacher.state_dict().items())
+    distilled = torch.load(tmp_path / "student" / "models" / "model_distilled.pt", weights_only=True)
+    assert any(not torch.equal(saved[k], v) for k, v in distilled.items())
