@@ -75,6 +75,7 @@ VARIANTS = {
     "unit_ddpm": [{"direction": d} for d in ("t1_to_t2w", "t2w_to_t1")],
     "image_ddpm": [{"contrast": c} for c in ("t1", "t2w")],
     "medsegdiff": [{"distilled": d} for d in (False, True)],
+    "segdiff": [{"distilled": d} for d in (False, True)],
 }
 REFERENCE = re.compile(r"@([A-Za-z_][\w#]*)")
 MAX_SHIPPED_BYTES = 10 * 2**20  # larger weights go to models/large_files.yml
