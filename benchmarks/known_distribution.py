@@ -17,6 +17,7 @@ Training runs one network per process invocation, so runs can go side by side::
     python -m benchmarks.known_distribution train --model medsegdiff --labels redraw --iterations 1500
     python -m benchmarks.known_distribution train --model unet --labels redraw --iterations 1500
     python -m benchmarks.known_distribution train --model unet --labels redraw --iterations 300 --seed 1  # x5
+    python -m benchmarks.known_distribution distill --teacher RUN.pt --teacher-steps 20 --student-steps 2
     python -m benchmarks.known_distribution evaluate --runs RUN.pt ... --out benchmarks/results/known_distribution.json
 
 Runs are saved under ``--runs-dir`` (not in git). Budgets: iterations of batch 8 on one torch thread of the
@@ -39,8 +40,8 @@ from monai.networks.nets import BasicUNet
 
 from benchmarks._common import machine, write_json
 from medseg.data import AnnotatorSliceDataset
-from medseg.diffusion import SamplingOptions, make_scheduler
-from medseg.engines import ConditionalDiffusionPrepareBatch
+from medseg.diffusion import SamplingOptions, make_scheduler, teacher_steps
+from medseg.engines import ConditionalDiffusionPrepareBatch, DistillationPrepareBatch
 from medseg.inferers import sample_ensemble
 from medseg.metrics import (
     dice_score,
@@ -86,15 +87,38 @@ def scheduler(sampler: str, prediction_type: str):
 
 
 def train(args: argparse.Namespace) -> None:
-    """Train one network; save the EMA weights and the record to ``--runs-dir``."""
+    """Train one network (or distil a teacher run); save the EMA weights and the record to ``--runs-dir``."""
     torch.manual_seed(args.seed)
     data = dataset("training", args.labels, args)
     gen = torch.Generator().manual_seed(args.seed)
-    net = build_network(args.model)
+    teacher_record: dict | None = None
+    if args.command == "distill":
+        teacher, teacher_record = load_run(args.teacher)
+        args.model, args.prediction_type = teacher_record["model"], teacher_record["prediction_type"]
+        net = copy.deepcopy(teacher).train().requires_grad_(True)  # the student starts as the teacher
+        substeps = (
+            (args.teacher_steps - 1) // max(args.student_steps - 1, 1)
+            if args.student_steps > 1
+            else args.teacher_steps
+        )
+        if teacher_steps(args.student_steps, substeps) != args.teacher_steps:
+            raise ValueError(
+                f"{args.teacher_steps} teacher steps do not nest {args.student_steps} student steps."
+            )
+        prepare = DistillationPrepareBatch(
+            teacher,
+            scheduler("ddim", args.prediction_type),
+            args.student_steps,
+            substeps,
+            NUM_CLASSES,
+            seed=args.seed,
+        )
+    else:
+        net = build_network(args.model)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
     diffusion = args.model in DIFFUSION_MODELS
-    if diffusion:
+    if diffusion and teacher_record is None:
         prepare = ConditionalDiffusionPrepareBatch(
             scheduler("ddpm", args.prediction_type), NUM_CLASSES, seed=args.seed
         )
@@ -135,6 +159,9 @@ def train(args: argparse.Namespace) -> None:
         "train_seconds": time.perf_counter() - began,
         "final_loss": sum(losses[-50:]) / max(len(losses[-50:]), 1),
         "downsample": args.downsample,
+        "distilled_from": None
+        if teacher_record is None
+        else {"run": args.teacher, "teacher_steps": args.teacher_steps, "student_steps": args.student_steps},
     }
     out = Path(args.runs_dir) / f"{args.name or _run_name(record)}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +171,10 @@ def train(args: argparse.Namespace) -> None:
 
 def _run_name(record: dict) -> str:
     target = f"_{record['prediction_type']}" if record["prediction_type"] else ""
-    return f"{record['model']}{target}_{record['labels']}_{record['iterations']}_s{record['seed']}"
+    name = f"{record['model']}{target}_{record['labels']}_{record['iterations']}_s{record['seed']}"
+    if record["distilled_from"]:
+        name += f"_distilled{record['distilled_from']['student_steps']}"
+    return name
 
 
 def load_run(path: str) -> tuple[torch.nn.Module, dict]:
@@ -239,7 +269,7 @@ def evaluate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("train", "evaluate"):
+    for name in ("train", "distill", "evaluate"):
         p = sub.add_parser(name)
         p.add_argument("--downsample", type=int, default=4, help="in-plane factor of the 1 mm slices")
         p.add_argument("--test-step", type=int, default=3, help="every n-th slice of the test slab")
@@ -256,6 +286,17 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--ema-decay", type=float, default=0.99)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--name", default=None, help="run file name (default from the settings)")
+    d = sub.choices["distill"]
+    d.add_argument("--teacher", required=True, help="a diffusion run file")
+    d.add_argument("--teacher-steps", type=int, default=20, help="DDIM steps of the teacher's samples")
+    d.add_argument("--student-steps", type=int, default=2)
+    d.add_argument("--labels", choices=["redraw", "threshold", "fixed"], default="redraw")
+    d.add_argument("--iterations", type=int, default=500)
+    d.add_argument("--batch", type=int, default=8)
+    d.add_argument("--lr", type=float, default=2e-4)
+    d.add_argument("--ema-decay", type=float, default=0.99)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--name", default=None)
     e = sub.choices["evaluate"]
     e.add_argument("--runs", nargs="+", required=True, help="run files; join a deep ensemble's with '+'")
     e.add_argument("--members", type=int, default=16, help="diffusion members per slice")
@@ -265,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--out", default="benchmarks/results/known_distribution.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.command == "train":
+    if args.command in ("train", "distill"):
         torch.set_num_threads(args.threads)
         train(args)
     else:

@@ -528,6 +528,61 @@ def _bbdm_speed(bs: dict[str, Any]) -> list[str]:
     ]
 
 
+def _bundle_steps(bs: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Sampling steps of the shipped segmentation bundles and their distilled students (MNI slabs)",
+        "",
+        f"Command: `python -m benchmarks.bundle_steps`; {_machine_line(bs)} Each row is one `medseg evaluate` "
+        "(5 members, mean fusion, scored on the 1 mm input grid; the row's command is in the JSON). ECE is the mean "
+        "over GM and WM. Seconds are wall clock under the load named above, not a speed measurement.",
+        "",
+        "| bundle | sampler | slab | DDIM steps | mean Dice | GM / WM Dice | ECE | Brier | NLL | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in bs["rows"]:
+        dice = " / ".join(_f(v) for v in r["dice"].values())
+        sampler = "distilled student" if r["distilled"] else "teacher"
+        lines.append(
+            f"| {r['bundle']} | {sampler} | {r['split']} | {r['steps']} | {_f(r['mean_dice'])} | {dice} | "
+            f"{_f(r['ece'], 4)} | {_f(r['brier'], 4)} | {_f(r['nll'], 4)} | {r['seconds']:.0f} |"
+        )
+    return [*lines, ""]
+
+
+def _known_distribution(kd: dict[str, Any]) -> list[str]:
+    args = kd["args"]
+    lines = [
+        "## Ensembles against a known label distribution (simulated annotators on the MNI maps)",
+        "",
+        f"Commands: `python -m benchmarks.known_distribution train|distill|evaluate` (module docstring); "
+        f"{_machine_line(kd)} Test slab every {args['test_step']}th slice at 1/{args['downsample']} resolution, "
+        f"{args['refs']} reference draws per slice. Samples are the members' argmax (a UNet's hard prediction; "
+        "a deep ensemble's members); k is the number of members averaged into the probability, scored against the "
+        "true marginal (MAE, marginal ECE, expected NLL and Brier under the annotators) and by Dice of its argmax "
+        "against the threshold label.",
+        "",
+        "| model | labels | iterations | sampler | GED | diversity (annotators) | HM-IoU | k | marginal MAE | "
+        "marginal ECE | NLL | Brier | Dice |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in kd["rows"]:
+        rec = r["record"]
+        name = rec["model"] + (f" x {r['members_of']}" if r["members_of"] > 1 else "")
+        if rec.get("distilled_from"):
+            name += f" (student of {rec['distilled_from']['teacher_steps']} steps)"
+        opts = r["sampling"]
+        sampler = "-" if opts["steps"] is None else f"{opts['steps']} steps, eta {opts['eta']}"
+        iterations = rec["iterations"] * r["members_of"]
+        for k, e in r["ensembles"].items():
+            lines.append(
+                f"| {name} | {rec['labels']} | {iterations} | {sampler} | {_f(r['ged'])} | "
+                f"{_f(r['sample_diversity'])} ({_f(r['reference_diversity'])}) | {_f(r['hm_iou'])} | {k} | "
+                f"{_f(e['marginal_mae'], 4)} | {_f(e['marginal_ece'], 4)} | {_f(e['nll'])} | {_f(e['brier'], 4)} | "
+                f"{_f(e['dice'])} |"
+            )
+    return [*lines, ""]
+
+
 def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: str = "") -> str:
     """Write the Markdown page (and figures); returns its text."""
     rel = os.path.relpath(figures, out.parent)
@@ -577,6 +632,10 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
             lines += _ensemble_calibration(results[name])
     if "bbdm_speed" in results:
         lines += _bbdm_speed(results["bbdm_speed"])
+    if "bundle_steps" in results:
+        lines += _bundle_steps(results["bundle_steps"])
+    if "known_distribution" in results:
+        lines += _known_distribution(results["known_distribution"])
     text = "\n".join(lines).rstrip() + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
