@@ -583,6 +583,42 @@ def _known_distribution(kd: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _distilled_speed(ds: dict[str, Any]) -> list[str]:
+    ref, dist = ds["reference"], ds["distilled"]
+    return [
+        "## Distilled sampler against the reference protocol (shipped MedSegDiff network, one slice)",
+        "",
+        f"Command: `python -m benchmarks.distilled_speed`; {_machine_line(ds)} One MNI test slice at 2 mm "
+        f"({ds['slice'][0]} x {ds['slice'][1]}), one torch thread, contenders alternated {ds['args']['rounds']} "
+        "times in one process (best kept); the reference is timed over "
+        f"{ds['args']['probe_steps']} steps per round and extrapolated.",
+        "",
+        "| protocol | seconds | ratio |",
+        "|---|---|---|",
+        f"| {ref['protocol']} | {_f(ref['seconds_extrapolated'], 1)} (extrapolated) | 1 |",
+        f"| {dist['protocol']} | {_f(dist['seconds'])} | {ds['speedup']:.0f}x faster |",
+        "",
+    ]
+
+
+def _volume_bundle(vb: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Whole volume through `medseg segment` (shipped MedSegDiff, its defaults)",
+        "",
+        f"Command: `python -m benchmarks.volume_bundle`; {_machine_line(vb)} Input {vb['image']} "
+        "(197 x 233 x 189, 1 mm); one fresh process per row under `/usr/bin/time -v`, one torch thread.",
+        "",
+        "| members | command | wall seconds | case seconds | network evaluations | peak resident memory (GB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in vb["rows"]:
+        lines.append(
+            f"| {r['ensemble']} | `{r['command']}` | {r['wall_seconds']:.0f} | {r['case_seconds']:.0f} | "
+            f"{r['network_evaluations']} | {r['peak_rss_gb']:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: str = "") -> str:
     """Write the Markdown page (and figures); returns its text."""
     rel = os.path.relpath(figures, out.parent)
@@ -632,6 +668,10 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
             lines += _ensemble_calibration(results[name])
     if "bbdm_speed" in results:
         lines += _bbdm_speed(results["bbdm_speed"])
+    if "distilled_speed" in results:
+        lines += _distilled_speed(results["distilled_speed"])
+    if "volume_bundle" in results:
+        lines += _volume_bundle(results["volume_bundle"])
     if "bundle_steps" in results:
         lines += _bundle_steps(results["bundle_steps"])
     if "known_distribution" in results:

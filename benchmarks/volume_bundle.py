@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
 from benchmarks._common import machine, write_json
 from medseg.data import mni_tissue_sample
 
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more medseg segment arguments")
     parser.add_argument("--out", default="benchmarks/results/volume_bundle.json")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as the measured processes run (recorded in the machine line)
     image = mni_tissue_sample()["image"]
     rows = [run(image, m, args.bundle, args.extra) for m in args.ensembles]
     write_json(args.out, {"machine": machine(), "args": vars(args), "image": Path(image).name, "rows": rows})
