@@ -19,6 +19,7 @@ Training runs one network per process invocation, so runs can go side by side::
     python -m benchmarks.known_distribution train --model unet --labels redraw --iterations 300 --seed 1  # x5
     python -m benchmarks.known_distribution distill --teacher RUN.pt --teacher-steps 20 --student-steps 2
     python -m benchmarks.known_distribution evaluate --runs RUN.pt ... --out benchmarks/results/known_distribution.json
+    python -m benchmarks.known_distribution figure --runs RUN.pt ... --steps 20 ...
 
 Runs are saved under ``--runs-dir`` (not in git). Budgets: iterations of batch 8 on one torch thread of the
 2-core CPU; a deep ensemble of 5 UNets at 300 iterations each has the budget of one model at 1500.
@@ -266,10 +267,45 @@ def evaluate(args: argparse.Namespace) -> None:
     write_json(args.out, results)
 
 
+def figure(args: argparse.Namespace) -> None:
+    """Members of each run beside annotator draws, for one test slice (labels as colours: GM grey, WM white)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    torch.set_num_threads(args.threads)
+    data = dataset("test", "threshold", args)
+    index = args.slice if args.slice is not None else len(data) // 2
+    image = data.images[index : index + 1]
+    rows = [("annotators", data.reference_draws(index, args.columns)[:, 0].float())]
+    for entry, steps in zip(args.runs, args.steps):
+        net, record = load_run(entry)
+        probs = members([net], record, image, {"members": args.columns, "steps": steps, "eta": 0.0})
+        name = f"{record['labels']} labels" + (", distilled" if record.get("distilled_from") else "")
+        rows.append((f"{name}, {steps} steps", probs[0].argmax(1).float()))
+    fig = Figure(figsize=(1.3 * (args.columns + 1), 1.5 * len(rows)))
+    axes = fig.subplots(len(rows), args.columns + 1, squeeze=False)
+    for r, (title, labels) in enumerate(rows):
+        axes[r, 0].imshow(image[0, 0].T, cmap="gray", origin="lower")
+        axes[r, 0].set_ylabel(title, fontsize=7)
+        for c in range(args.columns):
+            axes[r, c + 1].imshow(labels[c].T, cmap="gray", vmin=0, vmax=2, origin="lower")
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(
+        f"test slice {index}: T1, then {args.columns} members (annotator draws in the first row)", fontsize=8
+    )
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("train", "distill", "evaluate"):
+    for name in ("train", "distill", "evaluate", "figure"):
         p = sub.add_parser(name)
         p.add_argument("--downsample", type=int, default=4, help="in-plane factor of the 1 mm slices")
         p.add_argument("--test-step", type=int, default=3, help="every n-th slice of the test slab")
@@ -304,11 +340,19 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--etas", type=float, nargs="+", default=[0.0])
     e.add_argument("--refs", type=int, default=100, help="reference draws per test slice")
     e.add_argument("--out", default="benchmarks/results/known_distribution.json")
+    f = sub.choices["figure"]
+    f.add_argument("--runs", nargs="+", required=True, help="diffusion run files, one row each")
+    f.add_argument("--steps", nargs="+", type=int, required=True, help="DDIM steps of each run")
+    f.add_argument("--columns", type=int, default=6, help="members (and annotator draws) shown")
+    f.add_argument("--slice", type=int, default=None, help="test slice index (default: the middle one)")
+    f.add_argument("--out", default="benchmarks/figures/known_distribution_members.png")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command in ("train", "distill"):
         torch.set_num_threads(args.threads)
         train(args)
+    elif args.command == "figure":
+        figure(args)
     else:
         evaluate(args)
 
