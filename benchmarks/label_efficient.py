@@ -38,7 +38,10 @@ from monai.utils import set_determinism
 from benchmarks._common import machine, write_json
 from medseg.data import kmeans_tissue_baseline, mni_tissue_slices
 from medseg.data.contrasts import contrast_slices
+from medseg.diffusion import SamplingOptions, make_scheduler
+from medseg.engines import ConditionalDiffusionPrepareBatch
 from medseg.ensemble import ensemble_prediction
+from medseg.inferers import sample_ensemble
 from medseg.label_efficient import DDPMFeatureSegmenter, spread_indices, train_pixel_ensemble
 from medseg.workflows import bundle_parser
 
@@ -128,6 +131,42 @@ def run_unet(train, test, args, seed: int) -> dict[str, Any]:
     return {**dice(masks, test["label"][:, 0]), "train_seconds": seconds, "final_loss": float(loss.detach())}
 
 
+def run_diffusion(name: str, train, test, args, seed: int) -> dict[str, Any]:
+    """The bundle's MedSegDiff or SegDiff network (its x0 recipe) trained on the N slices like the UNet (Adam 1e-3,
+    batch min(N, 8), flips, ``--diffusion-iterations``), sampled with the bundle's defaults (5 members, mean)."""
+    spec = bundle_parser(name, "inference")
+    net = spec.get_parsed_content("network_def")
+    steps = spec.get_parsed_content("steps")
+    # the recipe's keys, not the segmenter (which would load the shipped weights into this same network)
+    keys = ("num_train_timesteps", "schedule", "beta_start", "beta_end", "prediction_type")
+    schedule = {k: spec.get_parsed_content(k) for k in keys}
+    set_determinism(seed)
+    prepare = ConditionalDiffusionPrepareBatch(make_scheduler("ddpm", **schedule), 3, seed=seed)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(train["image"])
+    start = time.perf_counter()
+    net.train()
+    for _ in range(args.diffusion_iterations):
+        index = torch.randint(0, n, (min(n, 8),), generator=generator)
+        image, label = train["image"][index], train["label"][index]
+        flip = torch.rand(len(index), generator=generator) < 0.5
+        image = torch.where(flip[:, None, None, None], image.flip(-2), image)
+        label = torch.where(flip[:, None, None, None], label.flip(-2), label)
+        x_t, target, _, kw = prepare({"image": image, "label": label})
+        loss = torch.nn.functional.mse_loss(net(x_t, kw["timesteps"], kw["image"]), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - start
+    net.eval()
+    out = sample_ensemble(
+        net, test["image"], make_scheduler("ddim", **schedule), 3, SamplingOptions(steps=steps)
+    )
+    masks = out.members.mean(1).argmax(1)
+    return {**dice(masks, test["label"][:, 0]), "train_seconds": seconds, "final_loss": float(loss.detach())}
+
+
 def slab(split: str) -> dict[str, torch.Tensor]:
     images, labels = mni_tissue_slices(split, size=(48, 56), downsample=4)
     brain = contrast_slices(split, contrasts=("t1",))["brain"]
@@ -201,6 +240,13 @@ def main() -> None:
     parser.add_argument("--unet-iterations", type=int, default=400)
     parser.add_argument("--unet-features", type=int, nargs=6, default=[16, 16, 32, 64, 128, 16])
     parser.add_argument("--ddpm-checkpoint", default=None)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["ddpm_mlp", "basic_unet"],
+        help="also medsegdiff, segdiff (the bundles')",
+    )
+    parser.add_argument("--diffusion-iterations", type=int, default=400)
     parser.add_argument("--ablation", action="store_true")
     parser.add_argument("--untrained-control", action="store_true")
     parser.add_argument("--choices", type=int, nargs="+", default=None, help="indices of ABLATION to run")
@@ -234,6 +280,13 @@ def main() -> None:
     for n in args.sizes:
         train = {k: pool[k][spread_indices(len(pool["image"]), n)] for k in ("image", "label")}
         for seed in args.seeds:
+            for name in ("medsegdiff", "segdiff"):
+                if name in args.methods:
+                    row = run_diffusion(name, train, test, args, seed)
+                    rows.append({"method": name, "labelled": n, "seed": seed, **row})
+                    print(rows[-1], flush=True)
+            if "ddpm_mlp" not in args.methods:
+                continue
             rows.append(
                 {
                     "method": "ddpm_mlp",
@@ -247,10 +300,11 @@ def main() -> None:
                 row = run_mlps(untrained(seed), train, test, choice, args, seed)
                 rows.append({"method": "ddpm_mlp_untrained", "labelled": n, "seed": seed, **row})
                 print(rows[-1], flush=True)
-            rows.append(
-                {"method": "basic_unet", "labelled": n, "seed": seed, **run_unet(train, test, args, seed)}
-            )
-            print(rows[-1], flush=True)
+            if "basic_unet" in args.methods:
+                rows.append(
+                    {"method": "basic_unet", "labelled": n, "seed": seed, **run_unet(train, test, args, seed)}
+                )
+                print(rows[-1], flush=True)
     write_json(
         Path(args.out or RESULTS / "results.json"), {"machine": machine(), "args": vars(args), "rows": rows}
     )
