@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks._common import machine, write_json
 
-SPLITS = {"validation": "validation", "test": "test"}
+SPLITS = ("validation", "test")
 
 
 def _run_dir(root: Path, bundle: str, split: str, steps: int, distilled: bool) -> Path:

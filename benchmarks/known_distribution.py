@@ -98,7 +98,7 @@ def train(args: argparse.Namespace) -> None:
         args.model, args.prediction_type = teacher_record["model"], teacher_record["prediction_type"]
         net = copy.deepcopy(teacher).train().requires_grad_(True)  # the student starts as the teacher
         substeps = (
-            (args.teacher_steps - 1) // max(args.student_steps - 1, 1)
+            (args.teacher_steps - 1) // (args.student_steps - 1)
             if args.student_steps > 1
             else args.teacher_steps
         )

@@ -18,6 +18,7 @@ test slab z in [105, 150). Both methods see the same N slices and labels, nothin
 bundle's blocks and timesteps were chosen). One CPU thread, seeded.
 
     OMP_NUM_THREADS=1 python -m benchmarks.label_efficient --seeds 0 1 2
+    OMP_NUM_THREADS=1 python -m benchmarks.label_efficient --methods medsegdiff --out RESULTS/results_medsegdiff.json
     OMP_NUM_THREADS=1 python -m benchmarks.label_efficient --ablation
     OMP_NUM_THREADS=1 python -m benchmarks.label_efficient --figure   # from results.json and the shipped bundle
 """
@@ -105,30 +106,38 @@ def run_mlps(ddpm, train, test, choice: dict, args, seed: int) -> dict[str, Any]
     }
 
 
-def run_unet(train, test, args, seed: int) -> dict[str, Any]:
-    set_determinism(seed)
-    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=tuple(args.unet_features))
+def train_on_slices(net, loss_of, train, iterations: int, seed: int) -> tuple[float, torch.Tensor]:
+    """Adam 1e-3 on batches of min(N, 8) of the N slices with left-right flips; ``loss_of(image, label)`` is the
+    method's loss. Returns the training seconds and the last loss."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     generator = torch.Generator().manual_seed(seed)
     n = len(train["image"])
     start = time.perf_counter()
     net.train()
-    for _ in range(args.unet_iterations):
+    for _ in range(iterations):
         index = torch.randint(0, n, (min(n, 8),), generator=generator)
         image, label = train["image"][index], train["label"][index]
         flip = torch.rand(len(index), generator=generator) < 0.5
         image = torch.where(flip[:, None, None, None], image.flip(-2), image)
         label = torch.where(flip[:, None, None, None], label.flip(-2), label)
         optimizer.zero_grad()
-        loss = loss_fn(net(image), label)
+        loss = loss_of(image, label)
         loss.backward()
         optimizer.step()
-    seconds = time.perf_counter() - start
     net.eval()
+    return time.perf_counter() - start, loss.detach()
+
+
+def run_unet(train, test, args, seed: int) -> dict[str, Any]:
+    set_determinism(seed)
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=tuple(args.unet_features))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    seconds, loss = train_on_slices(
+        net, lambda image, label: loss_fn(net(image), label), train, args.unet_iterations, seed
+    )
     with torch.no_grad():
         masks = net(test["image"]).argmax(1)
-    return {**dice(masks, test["label"][:, 0]), "train_seconds": seconds, "final_loss": float(loss.detach())}
+    return {**dice(masks, test["label"][:, 0]), "train_seconds": seconds, "final_loss": float(loss)}
 
 
 def run_diffusion(name: str, train, test, args, seed: int) -> dict[str, Any]:
@@ -142,29 +151,28 @@ def run_diffusion(name: str, train, test, args, seed: int) -> dict[str, Any]:
     schedule = {k: spec.get_parsed_content(k) for k in keys}
     set_determinism(seed)
     prepare = ConditionalDiffusionPrepareBatch(make_scheduler("ddpm", **schedule), 3, seed=seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    n = len(train["image"])
-    start = time.perf_counter()
-    net.train()
-    for _ in range(args.diffusion_iterations):
-        index = torch.randint(0, n, (min(n, 8),), generator=generator)
-        image, label = train["image"][index], train["label"][index]
-        flip = torch.rand(len(index), generator=generator) < 0.5
-        image = torch.where(flip[:, None, None, None], image.flip(-2), image)
-        label = torch.where(flip[:, None, None, None], label.flip(-2), label)
+
+    def loss_of(image, label):
         x_t, target, _, kw = prepare({"image": image, "label": label})
-        loss = torch.nn.functional.mse_loss(net(x_t, kw["timesteps"], kw["image"]), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    seconds = time.perf_counter() - start
-    net.eval()
+        return torch.nn.functional.mse_loss(net(x_t, kw["timesteps"], kw["image"]), target)
+
+    seconds, loss = train_on_slices(net, loss_of, train, args.diffusion_iterations, seed)
     out = sample_ensemble(
         net, test["image"], make_scheduler("ddim", **schedule), 3, SamplingOptions(steps=steps)
     )
     masks = out.members.mean(1).argmax(1)
-    return {**dice(masks, test["label"][:, 0]), "train_seconds": seconds, "final_loss": float(loss.detach())}
+    return {**dice(masks, test["label"][:, 0]), "train_seconds": seconds, "final_loss": float(loss)}
+
+
+def run_method(method: str, ddpm, train, test, choice: dict, args, seed: int) -> dict[str, Any]:
+    """One method of the table on the N slices ``train``, scored on ``test``."""
+    if method == "ddpm_mlp":
+        return run_mlps(ddpm, train, test, choice, args, seed)
+    if method == "ddpm_mlp_untrained":
+        return run_mlps(untrained(seed), train, test, choice, args, seed)
+    if method == "basic_unet":
+        return run_unet(train, test, args, seed)
+    return run_diffusion(method, train, test, args, seed)
 
 
 def slab(split: str) -> dict[str, torch.Tensor]:
@@ -280,30 +288,9 @@ def main() -> None:
     for n in args.sizes:
         train = {k: pool[k][spread_indices(len(pool["image"]), n)] for k in ("image", "label")}
         for seed in args.seeds:
-            for name in ("medsegdiff", "segdiff"):
-                if name in args.methods:
-                    row = run_diffusion(name, train, test, args, seed)
-                    rows.append({"method": name, "labelled": n, "seed": seed, **row})
-                    print(rows[-1], flush=True)
-            if "ddpm_mlp" not in args.methods:
-                continue
-            rows.append(
-                {
-                    "method": "ddpm_mlp",
-                    "labelled": n,
-                    "seed": seed,
-                    **run_mlps(ddpm, train, test, choice, args, seed),
-                }
-            )
-            print(rows[-1], flush=True)
-            if args.untrained_control:
-                row = run_mlps(untrained(seed), train, test, choice, args, seed)
-                rows.append({"method": "ddpm_mlp_untrained", "labelled": n, "seed": seed, **row})
-                print(rows[-1], flush=True)
-            if "basic_unet" in args.methods:
-                rows.append(
-                    {"method": "basic_unet", "labelled": n, "seed": seed, **run_unet(train, test, args, seed)}
-                )
+            for method in [*args.methods, *(["ddpm_mlp_untrained"] if args.untrained_control else [])]:
+                row = run_method(method, ddpm, train, test, choice, args, seed)
+                rows.append({"method": method, "labelled": n, "seed": seed, **row})
                 print(rows[-1], flush=True)
     write_json(
         Path(args.out or RESULTS / "results.json"), {"machine": machine(), "args": vars(args), "rows": rows}
