@@ -10,8 +10,8 @@ of preprocessed volumes), and the translation test bed (:func:`contrast_slices`,
 the MNI T1 with simulated T2w and PD). See ``docs/data.md``.
 """
 
-from medseg.data.annotator_dataset import AnnotatorSliceDataset
-from medseg.data.annotators import draw_annotator_labels, mni_tissue_probabilities
+from medseg.data.annotator_dataset import AnnotatorSliceDataset, RandAnnotatorLabeld
+from medseg.data.annotators import draw_annotator_labels, mni_annotator_datalist, mni_tissue_probabilities
 from medseg.data.checks import check_finite, check_label, check_pair
 from medseg.data.contrasts import (
     CONTRASTS,
@@ -46,6 +46,7 @@ __all__ = [
     "MNI_SLABS",
     "UNPAIRED_SLABS",
     "AnnotatorSliceDataset",
+    "RandAnnotatorLabeld",
     "Contrast",
     "DatalistKey",
     "DicomSeriesGeometry",
@@ -65,6 +66,7 @@ __all__ = [
     "detect_format",
     "dicom_series_geometry",
     "draw_annotator_labels",
+    "mni_annotator_datalist",
     "group_channel_files",
     "kmeans_tissue_baseline",
     "list_dicom_series",

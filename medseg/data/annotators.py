@@ -43,6 +43,7 @@ References:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -65,6 +66,7 @@ from medseg.data.writers import atomic_write
 __all__ = [
     "annotator_seed",
     "draw_annotator_labels",
+    "mni_annotator_datalist",
     "mni_tissue_probabilities",
     "smooth_gaussian_field",
 ]
@@ -242,6 +244,40 @@ def _probability_volume(cache_dir: str | os.PathLike | None) -> np.ndarray:
         raise MedsegDataError(
             f"{path}: cannot read the cached tissue probabilities ({err}); delete it"
         ) from err
+
+
+def mni_annotator_datalist(cache_dir: str | os.PathLike | None = None) -> str:
+    """The MNI sample's datalist with each slab's annotator marginal under ``"marginal"``: for soft-label training.
+
+    Beside every split's image and (thresholded) label, a ``(X, Y, Z, 3)`` NIfTI of the slab's class
+    probabilities [background, GM, WM] on the same grid, so that :class:`medseg.data.SliceDataset` with
+    ``marginal_key="marginal"`` and :class:`RandAnnotatorLabeld` train on a new annotator draw at every read.
+
+    Args:
+        cache_dir: the MNI sample's cache folder (see :func:`medseg.data.mni_tissue_sample`).
+
+    Returns:
+        the path of the datalist JSON (written once, atomically).
+    """
+    sample = mni_tissue_sample(cache_dir)
+    folder = Path(sample["datalist"]).parent
+    path = folder / "datalist_annotators.json"
+    datalist = json.loads(Path(sample["datalist"]).read_text())
+    volume = None
+    for split, (start, stop) in MNI_SLABS.items():
+        target = folder / _PROBABILITY_NAME.replace(".nii.gz", f"_{split}.nii.gz")
+        if not target.is_file():
+            if volume is None:
+                volume = _probability_volume(cache_dir)
+            affine = nib.load(sample["splits"][split]["image"]).affine
+            slab = np.ascontiguousarray(volume[:, :, start:stop])
+            atomic_write(target, lambda tmp, s=slab, a=affine: nib.save(nib.Nifti1Image(s, a), tmp), overwrite=True)
+        for entry in datalist[split]:
+            entry["marginal"] = target.name
+    text = json.dumps(datalist, indent=2)
+    if not path.is_file() or path.read_text() != text:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite=True)
+    return str(path.resolve())
 
 
 def mni_tissue_probabilities(

@@ -35,6 +35,22 @@ def _first(value: Any) -> Any:
     return value
 
 
+def _check_marginal(marginal: torch.Tensor, num_classes: int | None, name: str) -> None:
+    """A class distribution per voxel: ``num_classes`` channels in [0, 1] that sum to 1."""
+    if marginal.ndim != 4 or (num_classes is not None and marginal.shape[0] != num_classes):
+        raise MedsegDataError(
+            f"{name}: the class distribution must have shape (num_classes={num_classes}, X, Y, Z), "
+            f"got {tuple(marginal.shape)}."
+        )
+    low, high = float(marginal.min()), float(marginal.max())
+    total = marginal.sum(0)
+    if low < -1e-3 or high > 1 + 1e-3 or float((total - 1).abs().max()) > 1e-2:
+        raise MedsegDataError(
+            f"{name}: the class distribution must lie in [0, 1] and sum to 1 over channels; got values in "
+            f"[{low:.3g}, {high:.3g}] and sums in [{float(total.min()):.3g}, {float(total.max()):.3g}]."
+        )
+
+
 class SliceDataset(Dataset):
     """2D slices ``{"image": (C, H, W), "label": (1, H, W)}`` of the volumes of a datalist.
 
@@ -51,6 +67,10 @@ class SliceDataset(Dataset):
         num_classes: if given, labels are checked to hold only ``0..num_classes - 1``.
         image_key: key of the image in ``data`` and in the returned dicts.
         label_key: key of the label.
+        marginal_key: key of an optional per-voxel class distribution ``(C, X, Y, Z)`` (soft label: e.g. the
+            share of annotators who chose each class), served beside the hard label so that a transform
+            such as :class:`medseg.data.RandAnnotatorLabeld` can draw a new label from it at every read;
+            the volume transform must resample it too (``training_transforms(marginal_key=...)``).
 
     Raises:
         ValueError: for a bad ``slice_axis``, or (``MedsegDataError``) a missing key, unreadable file, image and
@@ -73,6 +93,7 @@ class SliceDataset(Dataset):
         num_classes: int | None = None,
         image_key: str = "image",
         label_key: str = "label",
+        marginal_key: str | None = None,
     ) -> None:
         if slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}.")
@@ -80,10 +101,12 @@ class SliceDataset(Dataset):
         self.slice_axis = slice_axis
         self.image_key = image_key
         self.label_key = label_key
-        self.volumes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.marginal_key = marginal_key
+        self.volumes: list[tuple[torch.Tensor, ...]] = []
         self.index: list[tuple[int, int]] = []
         for case, entry in enumerate(data):
-            missing = [k for k in (image_key, label_key) if k not in entry]
+            keys = (image_key, label_key, *([marginal_key] if marginal_key else []))
+            missing = [k for k in keys if k not in entry]
             if missing:
                 raise MedsegDataError(f"datalist entry {case} ({dict(entry)}) has no key(s) {missing}.")
             series_uid = entry.get("series_uid")
@@ -91,12 +114,15 @@ class SliceDataset(Dataset):
                 image_key: self._load(entry[image_key], series_uid),
                 label_key: self._load(_first(entry[label_key])),
             }
+            if marginal_key:
+                pair[marginal_key] = self._load(_first(entry[marginal_key]))
             name = pair[image_key].meta.get("filename_or_obj", f"entry {case}")
-            if pair[image_key].shape[1:] != pair[label_key].shape[1:]:
-                raise MedsegDataError(
-                    f"{name}: image {tuple(pair[image_key].shape[1:])} and label "
-                    f"{tuple(pair[label_key].shape[1:])} have different spatial shapes."
-                )
+            for key in keys[1:]:
+                if pair[image_key].shape[1:] != pair[key].shape[1:]:
+                    raise MedsegDataError(
+                        f"{name}: image {tuple(pair[image_key].shape[1:])} and {key} "
+                        f"{tuple(pair[key].shape[1:])} have different spatial shapes."
+                    )
             if volume_transform is not None:
                 pair = volume_transform(pair)
             image = torch.as_tensor(pair[image_key]).float()
@@ -106,7 +132,12 @@ class SliceDataset(Dataset):
             if num_classes is not None:
                 check_label(label, num_classes, name)
             volume = len(self.volumes)
-            self.volumes.append((image, label))
+            if marginal_key:
+                marginal = torch.as_tensor(pair[marginal_key]).float()
+                _check_marginal(marginal, num_classes, name)
+                self.volumes.append((image, label, marginal))
+            else:
+                self.volumes.append((image, label))
             for s in range(image.shape[1 + slice_axis]):
                 if skip_empty and not bool(label.select(1 + slice_axis, s).any()):
                     continue
@@ -129,9 +160,11 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Slice ``index``: ``{"image": (C, H, W) float32, "label": (1, H, W) int64}`` after ``transform``."""
         volume, s = self.index[index]
-        image, label = self.volumes[volume]
+        image, label, *marginal = self.volumes[volume]
         item = {
             self.image_key: image.select(1 + self.slice_axis, s).clone(),
             self.label_key: label.select(1 + self.slice_axis, s).clone(),
         }
+        if marginal:
+            item[self.marginal_key] = marginal[0].select(1 + self.slice_axis, s).clone()
         return self.transform(item) if self.transform is not None else item

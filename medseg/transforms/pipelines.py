@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from monai.transforms import (
     Compose,
     DivisiblePadd,
     EnsureTyped,
+    Lambdad,
     Orientationd,
     ScaleIntensityRangePercentilesd,
     Spacingd,
@@ -50,6 +52,7 @@ def training_transforms(
     lower_percentile: float = 0.5,
     upper_percentile: float = 99.5,
     divisible_by: int | Sequence[int] = 16,
+    marginal_key: str | None = None,
 ) -> Compose:
     """Transforms for ``{"image", "label"}`` dictionaries of channel-first MetaTensors.
 
@@ -60,16 +63,28 @@ def training_transforms(
         upper_percentile: intensity mapped to 1.
         divisible_by: spatial sizes are padded to a multiple of this (the network's downsampling factor);
             per axis as a sequence, e.g. ``(16, 16, 1)`` for a 2D network applied slice by slice.
+        marginal_key: key of a ``(C, X, Y, Z)`` per-voxel class distribution (soft label, e.g. the share of
+            annotators who chose each class) resampled with the image: linear interpolation keeps it a
+            distribution; the padding's missing mass goes to the background (channel 0).
     """
-    keys = ("image", "label")
+    keys = ("image", "label", *([marginal_key] if marginal_key else []))
+    modes = ("bilinear", "nearest", *(["bilinear"] if marginal_key else []))
     return Compose(
         [
-            *_spatial(keys, ("bilinear", "nearest"), axcodes, spacing),
+            *_spatial(keys, modes, axcodes, spacing),
             _intensity(lower_percentile, upper_percentile),
             DivisiblePadd(keys=keys, k=divisible_by),
             EnsureTyped(keys="label", dtype="int64", track_meta=True),
+            *([Lambdad(keys=marginal_key, func=_background_fill)] if marginal_key else []),
         ]
     )
+
+
+def _background_fill(marginal: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1] and give the mass that padding (zeros) or resampling lost to the background class."""
+    marginal = marginal.clamp(0.0, 1.0)
+    marginal[0] = (1.0 - marginal[1:].sum(0)).clamp(min=0.0)
+    return marginal / marginal.sum(0, keepdim=True)
 
 
 def inference_transforms(

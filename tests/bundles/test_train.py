@@ -155,3 +155,48 @@ def test_distill_trains_a_few_step_student_from_the_teacher(
     assert all(torch.equal(saved[k], v) for k, v in teacher.state_dict().items())
     distilled = torch.load(tmp_path / "student" / "models" / "model_distilled.pt", weights_only=True)
     assert any(not torch.equal(saved[k], v) for k, v in distilled.items())
+
+
+def _with_marginals(datalist: str, root: Path) -> str:
+    """The tiny datalist plus, per case, a (X, Y, Z, 3) class distribution: 0.6 on the label's class, 0.2 on each other."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    source = Path(datalist)
+    lists = json.loads(source.read_text())
+    for split, entries in lists.items():
+        for entry in entries:
+            label_img = nib.load(source.parent / entry["label"])
+            label = np.asarray(label_img.dataobj).astype(np.int64)
+            marginal = np.full((*label.shape, 3), 0.2, np.float32)
+            np.put_along_axis(marginal, label[..., None], 0.6, axis=-1)
+            nib.save(nib.Nifti1Image(marginal, label_img.affine), root / f"{split}_marginal.nii.gz")
+            entry.update({k: str(source.parent / entry[k]) for k in ("image", "label")})
+            entry["marginal"] = str(root / f"{split}_marginal.nii.gz")
+    path = root / "datalist_marginal.json"
+    path.write_text(json.dumps(lists))
+    return str(path)
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_marginal_key_trains_on_a_new_annotator_draw_at_every_read(
+    bundle: str, tiny_datalist: str, tmp_path: Path
+) -> None:
+    datalist = _with_marginals(tiny_datalist, tmp_path)
+    workflow = _workflow(bundle, datalist, tmp_path / "run", marginal_key="marginal", val_interval=0)
+    dataset = workflow.parser.get_parsed_content("train#dataset")
+    preprocessing = workflow.parser.get_parsed_content("train#preprocessing")
+    item = dataset[0]
+    assert item["marginal"].shape == (3, *item["label"].shape[1:])
+    labels = torch.stack([preprocessing(dict(item))["label"] for _ in range(8)])
+    # every read draws a label from the 0.6 / 0.2 / 0.2 distribution: reads differ from each other and from
+    # the datalist's hard label, while each stays a valid label map of the same grid
+    assert labels.shape[1:] == item["label"].shape and set(labels.unique().tolist()) <= {0, 1, 2}
+    assert any(not torch.equal(labels[0], other) for other in labels[1:])
+    assert not all(torch.equal(item["label"], label) for label in labels)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    workflow.run()
+    workflow.finalize()
+    assert trainer.state.iteration > 0 and (tmp_path / "run" / "models" / "model.pt").is_file()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -181,3 +183,19 @@ def test_monai_transform_redraws_with_monai_seeding() -> None:
     freq = _frequencies(draws, 3)
     assert float((freq - probs).abs().mean()) < 0.015
     assert math.isclose(float(freq.sum(0).mean()), 1.0)
+
+
+def test_annotator_datalist_gives_each_slab_its_marginal(mni_test_slabs: dict) -> None:
+    from medseg.data import load_datalist, load_image, mni_annotator_datalist
+
+    path = mni_annotator_datalist(mni_test_slabs["cache"])
+    assert mni_annotator_datalist(mni_test_slabs["cache"]) == path  # written once, then reused
+    for split in ("training", "validation", "test"):
+        (entry,) = load_datalist(path, split)
+        image, label, marginal = (load_image(entry[k]) for k in ("image", "label", "marginal"))
+        assert marginal.shape == (3, *image.shape[1:])
+        np.testing.assert_allclose(marginal.affine, image.affine)
+        torch.testing.assert_close(marginal.sum(0), torch.ones(image.shape[1:]), atol=1e-5, rtol=0)
+        # the thresholded label (GM > 0.5, WM > 0.5) is the marginal's argmax wherever a class is above 0.5
+        decided = marginal.max(0).values > 0.5
+        assert torch.equal(marginal.argmax(0)[decided], label[0].long()[decided])

@@ -98,3 +98,44 @@ def test_distributed_sampler_partitions_the_slices(tmp_path) -> None:
     parts = [list(DistributedSampler(ds, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
     assert parts == [[0, 2, 4], [1, 3, 0]]
     assert set(parts[0]) | set(parts[1]) == set(range(len(ds)))
+
+
+def _write_marginal(tmp_path, label: np.ndarray, spacing: float = 1.0) -> str:
+    """A (X, Y, Z, 3) class distribution whose argmax is ``label``: 0.7 on the label's class, 0.15 elsewhere."""
+    marginal = np.full((*label.shape, 3), 0.15, np.float32)
+    np.put_along_axis(marginal, label[..., None].astype(np.int64), 0.7, axis=-1)
+    nib.save(nib.Nifti1Image(marginal, np.diag([spacing, spacing, spacing, 1.0])), tmp_path / "marginal.nii.gz")
+    return str(tmp_path / "marginal.nii.gz")
+
+
+def test_marginal_is_served_on_the_slice_grid_and_padding_is_background(tmp_path) -> None:
+    entry, _, label = _write(tmp_path, shape=(12, 10, 6))
+    entry["marginal"] = _write_marginal(tmp_path, label)
+    recipe = training_transforms(spacing=(2.0, 2.0, 2.0), divisible_by=(4, 4, 1), marginal_key="marginal")
+    ds = SliceDataset([entry], volume_transform=recipe, num_classes=3, marginal_key="marginal")
+    item = ds[1]
+    assert item["marginal"].shape == (3, 8, 8) and item["label"].shape == (1, 8, 8)
+    torch.testing.assert_close(item["marginal"].sum(0), torch.ones(8, 8))
+    # 6 x 5 voxels at 2 mm padded to 8 x 8 symmetrically: rows 0 and 7, columns 0, 1 and 7 are padding,
+    # where the whole mass is background; inside, the 0.7 / 0.15 distribution (interpolated) is kept
+    padded = torch.zeros(8, 8, dtype=torch.bool)
+    padded[[0, 7]] = True
+    padded[:, [0, 7]] = True
+    padded[:, 1] = item["marginal"][0, :, 1] == 1.0
+    assert torch.all(item["marginal"][0][padded] == 1.0)
+    inside = item["marginal"][:, 1:7, 2:7]
+    assert float(inside.max()) <= 0.7 + 1e-5 and float(inside.min()) >= 0.15 - 1e-5
+    assert torch.equal(inside.argmax(0), item["label"][0, 1:7, 2:7])  # the hard label agrees inside
+
+
+def test_marginal_errors_name_the_problem(tmp_path) -> None:
+    entry, _, label = _write(tmp_path)
+    with pytest.raises(MedsegDataError, match="no key"):
+        SliceDataset([entry], marginal_key="marginal")
+    bad = np.full((*label.shape, 3), 0.5, np.float32)  # sums to 1.5
+    nib.save(nib.Nifti1Image(bad, np.eye(4)), tmp_path / "bad.nii.gz")
+    with pytest.raises(MedsegDataError, match="sum to 1"):
+        SliceDataset([{**entry, "marginal": str(tmp_path / "bad.nii.gz")}], marginal_key="marginal")
+    entry["marginal"] = _write_marginal(tmp_path, label)
+    with pytest.raises(MedsegDataError, match="num_classes=4"):
+        SliceDataset([entry], marginal_key="marginal", num_classes=4)
