@@ -13,17 +13,24 @@ reported beside it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 
 import torch
 from scipy.ndimage import distance_transform_edt
 
 from benchmarks._common import Timer, machine, write_json
-from medseg.data import load_image, mni_tissue_sample
+from medseg.data import load_datalist, load_image, mni_annotator_datalist, mni_tissue_sample
 from medseg.diffusion import MaskCodec, make_scheduler
 from medseg.ensemble import ensemble_prediction
 from medseg.inferers import VolumeOutput, slicewise_inference
-from medseg.metrics import segmentation_report, uncertainty_error_auroc
+from medseg.metrics import (
+    marginal_absolute_error,
+    marginal_scores,
+    sample_diversity,
+    segmentation_report,
+    uncertainty_error_auroc,
+)
 from medseg.workflows import Segmenter
 
 logger = logging.getLogger("benchmarks.ensemble_calibration")
@@ -37,9 +44,21 @@ class RawSamples(MaskCodec):
 
 
 def score(
-    segmenter: Segmenter, x0: torch.Tensor, margin: float, fusion: str, prepared, original, label
+    segmenter: Segmenter,
+    x0: torch.Tensor,
+    margin: float,
+    fusion: str,
+    prepared,
+    original,
+    label,
+    marginal: torch.Tensor | None = None,
 ) -> dict:
-    """Decode ``x0`` (M, C, X, Y, Z) with ``margin``, fuse, score on the input grid."""
+    """Decode ``x0`` (M, C, X, Y, Z) with ``margin``, fuse, score on the input grid.
+
+    With ``marginal`` (the annotators' ``(C, X, Y, Z)`` class distribution on the input grid) also the
+    expected NLL and Brier score under it, the mean absolute error of the probability against it, and the
+    member diversity (mean ``1 - IoU`` over member pairs, hard members on the network's grid).
+    """
     members = MaskCodec(segmenter.num_channels, margin=margin).decode(x0, channel_dim=1)
     fused = ensemble_prediction(members, fusion)
     maps = {"probability": fused.probability, **fused.uncertainty}
@@ -50,7 +69,18 @@ def score(
     auroc = uncertainty_error_auroc(entropy[None], probability[None], label[None])
     brain = (label > 0).numpy()[0]
     far = torch.from_numpy(distance_transform_edt(~brain) > 10)[None]  # 1 mm voxels
+    against_marginal = {}
+    if marginal is not None:
+        expected = marginal_scores(probability[None], marginal[None])
+        hard = members.argmax(1, keepdim=True)
+        against_marginal = {
+            "marginal_nll": float(expected["nll"][0]),
+            "marginal_brier": float(expected["brier"][0]),
+            "marginal_mae": float(marginal_absolute_error(probability[None], marginal[None])[0]),
+            "member_diversity": float(sample_diversity(hard, segmenter.num_channels)) if len(hard) > 1 else 0.0,
+        }
     return {
+        **against_marginal,
         "mean_dice": report["mean"]["dice"],
         "dice": {k: v["dice"] for k, v in report["classes"].items()},
         "ece": report["mean"]["ece"],
@@ -63,7 +93,15 @@ def score(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundles", nargs="+", default=["medsegdiff", "segdiff"])
+    parser.add_argument(
+        "--bundles", nargs="+", default=["medsegdiff", "segdiff"], help="shipped bundle names or run folders"
+    )
+    parser.add_argument(
+        "--steps", nargs="+", type=int, default=[0], help="DDIM steps to sample with (0: the bundle's default)"
+    )
+    parser.add_argument(
+        "--marginal", action="store_true", help="also score against the annotators' marginal (the MNI maps)"
+    )
     parser.add_argument("--margins", nargs="+", type=float, default=[0.0, 0.05, 0.1, 0.2, 0.3])
     parser.add_argument(
         "--sizes", nargs="+", type=int, default=[1, 5], help="ensemble sizes (first k members)"
@@ -86,9 +124,15 @@ def main() -> None:
             original = load_image(paths["image"])
             label = load_image(paths["label"]).as_tensor().round().long()
             prepared = segmenter.transforms({"image": original})["image"]
+            marginal = None
+            if args.marginal:
+                (entry,) = load_datalist(mni_annotator_datalist(), split)
+                marginal = load_image(entry["marginal"]).as_tensor().float()
             scheduler = make_scheduler(segmenter.sampler, **segmenter.schedule_args)
-            for eta in args.etas:
+            for eta, steps in itertools.product(args.etas, args.steps):
                 options = segmenter.options.updated(ensemble=max(args.sizes), eta=eta)
+                if steps:
+                    options = options.updated(steps=steps)
                 with Timer() as timer:
                     out = slicewise_inference(
                         segmenter.network,
@@ -105,11 +149,15 @@ def main() -> None:
                 for margin in args.margins:
                     for size in args.sizes:
                         for fusion in args.fusions if size > 1 else ["mean"]:
-                            row = score(segmenter, x0[:size], margin, fusion, prepared, original, label)
+                            row = score(
+                                segmenter, x0[:size], margin, fusion, prepared, original, label, marginal
+                            )
                             rows.append({"margin": margin, "ensemble": size, "fusion": fusion, **row})
-                            logger.info("%s %s eta %g: %s", name, split, eta, rows[-1])
-                results["bundles"][name].setdefault(split, {})[str(eta)] = {
+                            logger.info("%s %s eta %g steps %d: %s", name, split, eta, options.steps, rows[-1])
+                key = str(eta) if len(args.steps) == 1 and not args.steps[0] else f"{eta}/steps{options.steps}"
+                results["bundles"][name].setdefault(split, {})[key] = {
                     "sampling_seconds": timer.seconds,
+                    "steps": options.steps,
                     "rows": rows,
                 }
                 write_json(args.output, results)
