@@ -511,6 +511,48 @@ def _ensemble_calibration(ec: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _bundle_baselines(bb: dict[str, Any]) -> list[str]:
+    recipe = bb["recipe"]
+    lines = [
+        "## Supervised baselines at the shipped MedSegDiff bundle's own task and budget (MNI slabs)",
+        "",
+        f"Command: `python -m benchmarks.bundle_baselines`; {_machine_line(bb)} Every baseline is trained on the "
+        f"bundle's own `train#dataset` ({recipe['training_slices']} slices at 2 mm, flips), batch "
+        f"{recipe['batch_size']}, AdamW lr {recipe['learning_rate']}, gradient clipping, EMA "
+        f"{recipe['ema_decay']}, {recipe['iterations']} iterations in total (the shipped model's budget), "
+        "and scored like the diffusion ensembles (`benchmarks.ensemble_calibration.score`, 1 mm input grid). "
+        "`unet_wallclock` trains as many iterations as MedSegDiff's measured training seconds allow "
+        f"({_f(bb['medsegdiff_training']['seconds_per_iteration'], 2)} s per MedSegDiff iteration here); the deep "
+        "ensemble splits the budget over 5 UNets; MC dropout averages 5 passes. k-means gets the brain mask. "
+        "MedSegDiff rows: the shipped model, 2 DDIM steps, mean fusion.",
+        "",
+        "| model | slab | iterations | mean Dice | GM / WM Dice | ECE | Brier | NLL | AUROC | background |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [(name, m.get("iterations", 0), m) for name, m in bb["models"].items()]
+    rows += [(f"{name.replace('_', ', ')} members", 300, r) for name, r in bb["reference"].items() if name != "source"]
+    for name, iterations, m in rows:
+        for split in ("validation", "test"):
+            r = m[split]
+            dice = " / ".join(_f(v) for v in r["dice"].values())
+            lines.append(
+                f"| {name} | {split} | {iterations} | {_f(r['mean_dice'])} | {dice} | {_f(r['ece'])} | "
+                f"{_f(r['brier'], 4)} | {_f(r['nll'])} | {_f(r['entropy_auroc'])} | "
+                f"{_f(r['far_background_entropy'], 4)} |"
+            )
+    lines += [
+        "",
+        "![Reliability of the test slab](../benchmarks/figures/mni_reliability.png)",
+        "",
+        "![Uncertainty against errors on the test slab](../benchmarks/figures/mni_uncertainty_error.png)",
+        "",
+        "Figures: `python -m benchmarks.bundle_figures` (the shipped MedSegDiff, 1 and 5 members, beside the "
+        "300-iteration UNet).",
+        "",
+    ]
+    return lines
+
+
 def _bbdm_speed(bs: dict[str, Any]) -> list[str]:
     t = bs["seconds_per_image"]
     return [
@@ -666,6 +708,8 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
     for name in ("ensemble_calibration", "ensemble_calibration_eta"):
         if name in results:
             lines += _ensemble_calibration(results[name])
+    if "bundle_baselines" in results:
+        lines += _bundle_baselines(results["bundle_baselines"])
     if "bbdm_speed" in results:
         lines += _bbdm_speed(results["bbdm_speed"])
     if "distilled_speed" in results:
