@@ -26,6 +26,7 @@ from medseg.ensemble import ensemble_prediction
 from medseg.inferers import VolumeOutput, slicewise_inference
 from medseg.metrics import (
     marginal_absolute_error,
+    marginal_calibration_error,
     marginal_scores,
     sample_diversity,
     segmentation_report,
@@ -56,7 +57,8 @@ def score(
     """Decode ``x0`` (M, C, X, Y, Z) with ``margin``, fuse, score on the input grid.
 
     With ``marginal`` (the annotators' ``(C, X, Y, Z)`` class distribution on the input grid) also the
-    expected NLL and Brier score under it, the mean absolute error of the probability against it, and the
+    expected NLL and Brier score under it, the mean absolute error and the ECE (mean over the foreground
+    classes) of the probability against it, and the
     member diversity (mean ``1 - IoU`` over member pairs, hard members on the network's grid).
     """
     members = MaskCodec(segmenter.num_channels, margin=margin).decode(x0, channel_dim=1)
@@ -77,6 +79,7 @@ def score(
             "marginal_nll": float(expected["nll"][0]),
             "marginal_brier": float(expected["brier"][0]),
             "marginal_mae": float(marginal_absolute_error(probability[None], marginal[None])[0]),
+            "marginal_ece": float(marginal_calibration_error(probability[None], marginal[None]).mean()),
             "member_diversity": float(sample_diversity(hard, segmenter.num_channels)) if len(hard) > 1 else 0.0,
         }
     return {

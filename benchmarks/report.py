@@ -511,6 +511,41 @@ def _ensemble_calibration(ec: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _annotator_bundles(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Bundles trained on one label against bundles trained on annotator draws: both truths of the MNI slabs."""
+    lines = [
+        "## The segmentation bundles trained on annotator draws (MNI slabs, both truths)",
+        "",
+        "Files: " + ", ".join(f for data in results.values() for f in data.get("files", [])) + ". "
+        "Command per file: `python -m benchmarks.ensemble_calibration --bundles BUNDLE_OR_RUN --margins 0.1 "
+        "--sizes 1 5 --fusions mean --splits validation test --steps ... --marginal`. Rows named `(annotators)` are "
+        "the bundle's network trained with `marginal_key=marginal` (a new annotator draw from the MNI tissue "
+        "probabilities at every read, `docs/ensembles.md`); the others are the shipped one-label models. "
+        "Left block: scored against the thresholded label (the bundles' usual truth); right block: against the "
+        "annotators' distribution itself (expected NLL and Brier under it, ECE and mean absolute error of the "
+        "probability against it), and the members' diversity (mean 1 - IoU between members).",
+        "",
+        "| model | slab | steps | members | mean Dice | NLL | Brier | ECE | AUROC | background "
+        "| NLL (annotators) | Brier (annotators) | ECE (annotators) | MAE (annotators) | diversity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, data in sorted(results.items()):
+        for bundle, splits in data["bundles"].items():
+            label = Path(bundle).name.replace("_annotators", " (annotators)").replace("_distilled", ", distilled")
+            for split, runs in splits.items():
+                for run in runs.values():
+                    for row in run["rows"]:
+                        lines.append(
+                            f"| {label} | {split} | {run.get('steps', '')} | {row['ensemble']} | "
+                            f"{_f(row['mean_dice'])} | {_f(row['nll'])} | {_f(row['brier'], 4)} | {_f(row['ece'])} | "
+                            f"{_f(row['entropy_auroc'])} | {_f(row['far_background_entropy'], 4)} | "
+                            f"{_f(row.get('marginal_nll'))} | {_f(row.get('marginal_brier'), 4)} | "
+                            f"{_f(row.get('marginal_ece'))} | {_f(row.get('marginal_mae'), 4)} | "
+                            f"{_f(row.get('member_diversity'))} |"
+                        )
+    return [*lines, ""]
+
+
 def _bundle_baselines(bb: dict[str, Any]) -> list[str]:
     recipe = bb["recipe"]
     lines = [
@@ -708,6 +743,9 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
     for name in ("ensemble_calibration", "ensemble_calibration_eta"):
         if name in results:
             lines += _ensemble_calibration(results[name])
+    annotators = {k: v for k, v in results.items() if k.startswith("ensemble_annotators")}
+    if annotators:
+        lines += _annotator_bundles(annotators)
     if "bundle_baselines" in results:
         lines += _bundle_baselines(results["bundle_baselines"])
     if "bbdm_speed" in results:
