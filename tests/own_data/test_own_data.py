@@ -169,7 +169,7 @@ def test_the_pages_commands_train_and_segment(
     summary = json.loads((cwd / "out" / "summary.json").read_text())
     (case,) = summary["cases"]
     assert (
-        case["seconds"] > 0 and case["network_evaluations"] == 4 * 5 * 2
+        case["seconds"] > 0 and case["network_evaluations"] == 4 * 5 * 3
     )  # slices at 2 mm x members x steps
     scores = json.loads((cwd / "scores" / "case04" / "metrics.json").read_text())
     assert list(scores["classes"]) == names[1:]  # foreground classes are scored
