@@ -13,8 +13,6 @@ In one process, with one torch thread (``--threads``), every round times, interl
   - ``fused_silu``: ``nn.SiLU``, otherwise the same;
   - ``channels_last``: plus ``prepare_for_inference(net, memory_format="channels_last", precision="float32")``;
   - ``in_place``: plus the residual blocks' in-place inference code (``torch.no_grad()``);
-  - ``pointwise_matmul``: plus the 1x1 convolutions run as one matrix product on the channels-last view (the
-    other contenders up to here run them as convolutions);
   - ``metatensor_inputs``: ``in_place`` without the wrapper's unwrapping, inputs as MONAI ``MetaTensor``;
   - ``prepared``: ``prepare_for_inference(net, example_inputs=...)``, the path a sampler gets (layout and
     precision chosen by timing; bf16 only where native), named in the output;
@@ -130,7 +128,6 @@ def _contenders(
     from monai.data import MetaTensor
 
     from medseg.networks import prepare_for_inference
-    from medseg.networks.performance import _PointwiseConv
 
     gen = torch.Generator().manual_seed(0)
     x_t = torch.randn(batch, net.out_channels, *size, generator=gen)
@@ -151,13 +148,8 @@ def _contenders(
 
         return run
 
-    def fast(memory_format: str, pointwise: bool = False) -> Any:
-        wrapper = prepare_for_inference(copy.deepcopy(net), memory_format=memory_format, precision="float32")
-        if not pointwise:  # back to plain convolutions (the class swap is the only change)
-            for module in wrapper.network.modules():
-                if isinstance(module, _PointwiseConv):
-                    module.__class__ = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Conv3d
-        return wrapper
+    def fast(memory_format: str) -> Any:
+        return prepare_for_inference(copy.deepcopy(net), memory_format=memory_format, precision="float32")
 
     channels_last = fast("channels_last")
     example = (x_t, t) if segdiff else (x_t, t, image)
@@ -169,7 +161,6 @@ def _contenders(
         "fused_silu": call(_frozen(copy.deepcopy(net)), out_of_place=True),
         "channels_last": call(_frozen(fast("channels_last")), out_of_place=True),
         "in_place": call(channels_last),
-        "pointwise_matmul": call(fast("channels_last", pointwise=True)),
         "metatensor_inputs": call(channels_last.network, meta=True),
         "prepared": call(prepared),
     }
