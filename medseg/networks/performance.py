@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.utils import StrEnum
 from torch import nn
 
@@ -341,49 +340,4 @@ def prepare_for_inference(
         logger.info("prepare_for_inference timings (s): %s; chosen %s", seconds, best)
         channels_last, dtype = options[best]
     network.to(memory_format=_layout(dims) if channels_last else torch.contiguous_format)
-    if channels_last:
-        _pointwise_as_matmul(network)
     return FastInference(network, dims, channels_last, dtype, compile=compile)
-
-
-class _PointwiseConv(nn.Module):
-    """Forward of a 1x1 convolution on a channels-last tensor as one matrix product over its channels.
-
-    PyTorch sends a 1x1, stride-1 fp32 convolution with a batch under 16 on one thread to its own im2col
-    path rather than oneDNN, and that path first copies a channels-last input to NCHW. On the channels-last
-    layout the same convolution is ``F.linear`` over the last axis of a free ``permute``, with no copy.
-    Other inputs take the convolution's own forward.
-    """
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = x.ndim - 2
-        if x.is_contiguous(memory_format=_layout(dims)):
-            to_last, back = (0, *range(2, dims + 2), 1), (0, dims + 1, *range(1, dims + 1))
-            return F.linear(x.permute(to_last), self.weight.flatten(1), self.bias).permute(back)
-        return super().forward(x)  # the convolution's own (the next class in the MRO)
-
-
-class _PointwiseConv2d(_PointwiseConv, nn.Conv2d):
-    pass
-
-
-class _PointwiseConv3d(_PointwiseConv, nn.Conv3d):
-    pass
-
-
-def _pointwise_as_matmul(network: nn.Module) -> None:
-    """Give every plain 1x1 convolution of ``network`` the forward of :class:`_PointwiseConv` (in place).
-
-    Only the class changes: parameters, ``state_dict`` and outputs on other layouts stay those of the
-    convolution.
-    """
-    for module in network.modules():
-        kind = {nn.Conv2d: _PointwiseConv2d, nn.Conv3d: _PointwiseConv3d}.get(type(module))
-        if kind is None or module.groups != 1:
-            continue
-        unit = set(module.kernel_size) | set(module.stride) | set(module.dilation) == {1}
-        if unit and (module.padding == "valid" or not any(module.padding)):
-            module.__class__ = kind

@@ -209,32 +209,3 @@ def test_in_place_inference_path_matches_grad_path(cls, spatial_dims):
     torch.testing.assert_close(out, out_grad.detach(), atol=0, rtol=0)
     out_grad.sum().backward()  # the grad path still trains
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
-
-
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_pointwise_convolutions_run_as_matmul_on_channels_last(spatial_dims):
-    from medseg.networks.performance import _PointwiseConv, _pointwise_as_matmul
-
-    conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        conv(6, 5, 1),  # swapped
-        conv(5, 5, 1, bias=False),  # swapped
-        conv(5, 4, 3, padding=1),  # 3x3: kept
-        conv(4, 4, 1, stride=2),  # strided: kept
-        conv(4, 4, 1, groups=2),  # grouped: kept
-    )
-    reference = copy.deepcopy(net)
-    state = {k: v.clone() for k, v in net.state_dict().items()}
-    _pointwise_as_matmul(net)
-    assert [isinstance(m, _PointwiseConv) for m in net] == [True, True, False, False, False]
-    assert all(isinstance(m, conv) for m in net)
-    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
-    x = torch.randn(2, 6, *([7] * spatial_dims))
-    layout = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
-    with torch.no_grad():
-        expected = reference(x)
-        for inputs in (x, x.contiguous(memory_format=layout)):  # the matmul path and the fallback
-            first = net[0](inputs)
-            assert first.is_contiguous(memory_format=layout) == inputs.is_contiguous(memory_format=layout)
-            torch.testing.assert_close(net(inputs), expected, atol=1e-5, rtol=1e-5)
