@@ -683,15 +683,19 @@ def _volume_bundle(vb: dict[str, Any]) -> list[str]:
         "## Whole volume through `medseg segment` (shipped MedSegDiff, its defaults)",
         "",
         f"Command: `python -m benchmarks.volume_bundle`; {_machine_line(vb)} Input {vb['image']} "
-        "(197 x 233 x 189, 1 mm); one fresh process per row under `/usr/bin/time -v`, one torch thread.",
+        "(197 x 233 x 189, 1 mm); one fresh process per row under `/usr/bin/time -v`, one torch thread; each row "
+        "names the weights it ran and the 1-minute load average of its run.",
         "",
-        "| members | command | wall seconds | case seconds | network evaluations | peak resident memory (GB) |",
-        "|---|---|---|---|---|---|",
+        "| weights | members | DDIM steps | command | wall seconds | case seconds | network evaluations "
+        "| peak resident memory (GB) | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in vb["rows"]:
+        load = r.get("loadavg", vb["machine"]["loadavg"])[0]
         lines.append(
-            f"| {r['ensemble']} | `{r['command']}` | {r['wall_seconds']:.0f} | {r['case_seconds']:.0f} | "
-            f"{r['network_evaluations']} | {r['peak_rss_gb']:.2f} |"
+            f"| {r.get('weights', '')} | {r['ensemble']} | {r.get('steps', '')} | `{r['command']}` | "
+            f"{r['wall_seconds']:.0f} | {r['case_seconds']:.0f} | {r['network_evaluations']} | "
+            f"{r['peak_rss_gb']:.2f} | {load:.1f} |"
         )
     return [*lines, ""]
 
