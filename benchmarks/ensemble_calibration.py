@@ -80,7 +80,9 @@ def score(
             "marginal_brier": float(expected["brier"][0]),
             "marginal_mae": float(marginal_absolute_error(probability[None], marginal[None])[0]),
             "marginal_ece": float(marginal_calibration_error(probability[None], marginal[None]).mean()),
-            "member_diversity": float(sample_diversity(hard, segmenter.num_channels)) if len(hard) > 1 else 0.0,
+            "member_diversity": float(sample_diversity(hard, segmenter.num_channels))
+            if len(hard) > 1
+            else 0.0,
         }
     return {
         **against_marginal,
@@ -100,7 +102,11 @@ def main() -> None:
         "--bundles", nargs="+", default=["medsegdiff", "segdiff"], help="shipped bundle names or run folders"
     )
     parser.add_argument(
-        "--steps", nargs="+", type=int, default=[0], help="DDIM steps to sample with (0: the bundle's default)"
+        "--steps",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="DDIM steps to sample with (0: the bundle's default)",
     )
     parser.add_argument(
         "--marginal", action="store_true", help="also score against the annotators' marginal (the MNI maps)"
@@ -156,8 +162,12 @@ def main() -> None:
                                 segmenter, x0[:size], margin, fusion, prepared, original, label, marginal
                             )
                             rows.append({"margin": margin, "ensemble": size, "fusion": fusion, **row})
-                            logger.info("%s %s eta %g steps %d: %s", name, split, eta, options.steps, rows[-1])
-                key = str(eta) if len(args.steps) == 1 and not args.steps[0] else f"{eta}/steps{options.steps}"
+                            logger.info(
+                                "%s %s eta %g steps %d: %s", name, split, eta, options.steps, rows[-1]
+                            )
+                key = (
+                    str(eta) if len(args.steps) == 1 and not args.steps[0] else f"{eta}/steps{options.steps}"
+                )
                 results["bundles"][name].setdefault(split, {})[key] = {
                     "sampling_seconds": timer.seconds,
                     "steps": options.steps,

@@ -531,7 +531,9 @@ def _annotator_bundles(results: dict[str, dict[str, Any]]) -> list[str]:
     ]
     for _, data in sorted(results.items()):
         for bundle, splits in data["bundles"].items():
-            label = Path(bundle).name.replace("_annotators", " (annotators)").replace("_distilled", ", distilled")
+            label = (
+                Path(bundle).name.replace("_annotators", " (annotators)").replace("_distilled", ", distilled")
+            )
             for split, runs in splits.items():
                 for run in runs.values():
                     for row in run["rows"]:
@@ -565,7 +567,11 @@ def _bundle_baselines(bb: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [(name, m.get("iterations", 0), m) for name, m in bb["models"].items()]
-    rows += [(f"{name.replace('_', ', ')} members", 300, r) for name, r in bb["reference"].items() if name != "source"]
+    rows += [
+        (f"{name.replace('_', ', ')} members", 300, r)
+        for name, r in bb["reference"].items()
+        if name != "source"
+    ]
     for name, iterations, m in rows:
         for split in ("validation", "test"):
             r = m[split]

@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medseg.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="outputs/demo", help="where the outputs go")
     parser.add_argument("--bundle", default="medsegdiff", help="bundle whose shipped weights to use")
-    parser.add_argument("--ensemble", type=int, default=None, help="ensemble members (the bundle's default: 5)")
+    parser.add_argument(
+        "--ensemble", type=int, default=None, help="ensemble members (the bundle's default: 5)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (the bundle's default)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     args = parser.parse_args(argv)

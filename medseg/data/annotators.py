@@ -271,7 +271,9 @@ def mni_annotator_datalist(cache_dir: str | os.PathLike | None = None) -> str:
                 volume = _probability_volume(cache_dir)
             affine = nib.load(sample["splits"][split]["image"]).affine
             slab = np.ascontiguousarray(volume[:, :, start:stop])
-            atomic_write(target, lambda tmp, s=slab, a=affine: nib.save(nib.Nifti1Image(s, a), tmp), overwrite=True)
+            atomic_write(
+                target, lambda tmp, s=slab, a=affine: nib.save(nib.Nifti1Image(s, a), tmp), overwrite=True
+            )
         for entry in datalist[split]:
             entry["marginal"] = target.name
     text = json.dumps(datalist, indent=2)

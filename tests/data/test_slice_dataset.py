@@ -104,7 +104,9 @@ def _write_marginal(tmp_path, label: np.ndarray, spacing: float = 1.0) -> str:
     """A (X, Y, Z, 3) class distribution whose argmax is ``label``: 0.7 on the label's class, 0.15 elsewhere."""
     marginal = np.full((*label.shape, 3), 0.15, np.float32)
     np.put_along_axis(marginal, label[..., None].astype(np.int64), 0.7, axis=-1)
-    nib.save(nib.Nifti1Image(marginal, np.diag([spacing, spacing, spacing, 1.0])), tmp_path / "marginal.nii.gz")
+    nib.save(
+        nib.Nifti1Image(marginal, np.diag([spacing, spacing, spacing, 1.0])), tmp_path / "marginal.nii.gz"
+    )
     return str(tmp_path / "marginal.nii.gz")
 
 

@@ -48,8 +48,14 @@ def _assert_refused(result, *fragments: str) -> str:
         (["evaluate", "--output-dir", "{out}", "--datalist", "{tmp}/none.json"], ["none.json: no such"]),
         (["segment", "{image}", "{out}", "--bundle", "palette", "--distilled"], ["has no distilled student"]),
         (["train", "--output-dir", "{out}", "--teacher", "{file}"], ["--teacher is for --distill"]),
-        (["train", "--output-dir", "{out}", "--bundle", "palette", "--distill"], ["has no configs/distill.json"]),
-        (["train", "--output-dir", "{out}", "--distill", "--teacher", "{tmp}/no.pt"], ["no.pt: no such teacher"]),
+        (
+            ["train", "--output-dir", "{out}", "--bundle", "palette", "--distill"],
+            ["has no configs/distill.json"],
+        ),
+        (
+            ["train", "--output-dir", "{out}", "--distill", "--teacher", "{tmp}/no.pt"],
+            ["no.pt: no such teacher"],
+        ),
     ],
 )
 def test_cannot_start_exits_two_with_one_line_and_creates_nothing(
