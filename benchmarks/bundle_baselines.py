@@ -58,13 +58,12 @@ from monai.data import DataLoader, MetaTensor
 from monai.losses import DiceCELoss
 from monai.networks.nets import BasicUNet
 from monai.utils import set_determinism
-from scipy.ndimage import distance_transform_edt
 
 from benchmarks._common import Timer, machine, write_json
+from benchmarks.ensemble_calibration import score_maps
 from medseg.data import kmeans_tissue_baseline, load_image, mni_tissue_sample
 from medseg.ensemble import ensemble_prediction
 from medseg.inferers import VolumeOutput
-from medseg.metrics import segmentation_report, uncertainty_error_auroc
 from medseg.workflows import Segmenter
 from medseg.workflows.bundles import bundle_parser
 
@@ -73,7 +72,6 @@ __all__ = [
     "build_unet",
     "load_split",
     "predict_members",
-    "score_maps",
     "score_members",
 ]
 
@@ -105,32 +103,6 @@ def build_unet(num_classes: int, dropout: float = 0.0) -> BasicUNet:
 
 # --------------------------------------------------------------------------------------------------------------
 # scoring: the quantities of benchmarks.ensemble_calibration.score, from probabilities instead of x0 samples
-
-
-def score_maps(
-    probability: torch.Tensor, entropy: torch.Tensor, label: torch.Tensor, class_names
-) -> dict[str, Any]:
-    """The scores of ``benchmarks.ensemble_calibration.score`` for maps already on the 1 mm input grid.
-
-    Args:
-        probability: ``(C, X, Y, Z)`` fused probability.
-        entropy: ``(1, X, Y, Z)`` predictive entropy.
-        label: ``(1, X, Y, Z)`` integer labels.
-        class_names: the bundle's class names, background first.
-    """
-    report = segmentation_report(probability, label, spacing=1.0, class_names=class_names)
-    auroc = uncertainty_error_auroc(entropy[None], probability[None], label[None])
-    brain = (label > 0).numpy()[0]
-    far = torch.from_numpy(distance_transform_edt(~brain) > 10)[None]  # 1 mm voxels
-    return {
-        "mean_dice": report["mean"]["dice"],
-        "dice": {k: v["dice"] for k, v in report["classes"].items()},
-        "ece": report["mean"]["ece"],
-        "brier": report["brier"],
-        "nll": report["nll"],
-        "entropy_auroc": float(auroc[0]),
-        "far_background_entropy": float(entropy[far].mean()),
-    }
 
 
 def score_members(
@@ -264,6 +236,22 @@ class BundleData:
         }
 
 
+def _step(
+    net: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    data: BundleData,
+) -> None:
+    """One optimiser step as the bundle's trainer takes it: backward, the config's clipping, step, EMA."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if data.grad_clip_norm:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), float(data.grad_clip_norm))
+    optimizer.step()
+    _ema_update(ema, net, data.ema_decay)
+
+
 def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
     """EMA of the parameters, buffers copied (``ignite.handlers.EMAHandler`` with momentum ``1 - decay``)."""
     with torch.no_grad():
@@ -289,12 +277,7 @@ def train_unet(
     began = time.perf_counter()
     for image, label in data.batches(iterations, seed):
         loss = loss_fn(net(image), label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if data.grad_clip_norm:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), float(data.grad_clip_norm))
-        optimizer.step()
-        _ema_update(ema, net, data.ema_decay)
+        _step(net, ema, optimizer, loss, data)
         losses.append(loss.item())
     seconds = time.perf_counter() - began
     tail = losses[-data.iterations_per_epoch * 4 :]
@@ -334,12 +317,7 @@ def time_medsegdiff(data: BundleData, iterations: int, seed: int) -> dict[str, A
         began = time.perf_counter()
         x_t, target, args, kwargs = prepare({"image": image, "label": label}, torch.device("cpu"))
         loss = loss_fn(inferer(x_t, network, *args, **kwargs), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if data.grad_clip_norm:
-            torch.nn.utils.clip_grad_norm_(network.parameters(), float(data.grad_clip_norm))
-        optimizer.step()
-        _ema_update(ema, network, data.ema_decay)
+        _step(network, ema, optimizer, loss, data)
         seconds.append(time.perf_counter() - began)
     per_iteration = sum(seconds[1:]) / max(len(seconds) - 1, 1)
     record = {

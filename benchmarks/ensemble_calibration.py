@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+from typing import Any
 
 import torch
 from scipy.ndimage import distance_transform_edt
@@ -44,6 +45,35 @@ class RawSamples(MaskCodec):
         return x0.float()
 
 
+def score_maps(
+    probability: torch.Tensor, entropy: torch.Tensor, label: torch.Tensor, class_names
+) -> dict[str, Any]:
+    """Scores of fused maps already on the 1 mm input grid.
+
+    Mean and per-class Dice, ECE (mean over the foreground classes), Brier, NLL, the error-detection AUROC of
+    the predictive entropy and the mean entropy of the background more than 10 mm from the brain.
+
+    Args:
+        probability: ``(C, X, Y, Z)`` fused probability.
+        entropy: ``(1, X, Y, Z)`` predictive entropy.
+        label: ``(1, X, Y, Z)`` integer labels.
+        class_names: the bundle's class names, background first.
+    """
+    report = segmentation_report(probability, label, spacing=1.0, class_names=class_names)
+    auroc = uncertainty_error_auroc(entropy[None], probability[None], label[None])
+    brain = (label > 0).numpy()[0]
+    far = torch.from_numpy(distance_transform_edt(~brain) > 10)[None]  # 1 mm voxels
+    return {
+        "mean_dice": report["mean"]["dice"],
+        "dice": {k: v["dice"] for k, v in report["classes"].items()},
+        "ece": report["mean"]["ece"],
+        "brier": report["brier"],
+        "nll": report["nll"],
+        "entropy_auroc": float(auroc[0]),
+        "far_background_entropy": float(entropy[far].mean()),
+    }
+
+
 def score(
     segmenter: Segmenter,
     x0: torch.Tensor,
@@ -66,11 +96,7 @@ def score(
     maps = {"probability": fused.probability, **fused.uncertainty}
     result = segmenter._to_input_grid(VolumeOutput(maps, 0), prepared, original)
     probability = result.probability.as_tensor()
-    report = segmentation_report(probability, label, spacing=1.0, class_names=segmenter.class_names)
     entropy = result.uncertainty["predictive_entropy"].as_tensor()
-    auroc = uncertainty_error_auroc(entropy[None], probability[None], label[None])
-    brain = (label > 0).numpy()[0]
-    far = torch.from_numpy(distance_transform_edt(~brain) > 10)[None]  # 1 mm voxels
     against_marginal = {}
     if marginal is not None:
         expected = marginal_scores(probability[None], marginal[None])
@@ -84,16 +110,7 @@ def score(
             if len(hard) > 1
             else 0.0,
         }
-    return {
-        **against_marginal,
-        "mean_dice": report["mean"]["dice"],
-        "dice": {k: v["dice"] for k, v in report["classes"].items()},
-        "ece": report["mean"]["ece"],
-        "brier": report["brier"],
-        "nll": report["nll"],
-        "entropy_auroc": float(auroc[0]),
-        "far_background_entropy": float(entropy[far].mean()),
-    }
+    return {**against_marginal, **score_maps(probability, entropy, label, segmenter.class_names)}
 
 
 def main() -> None:

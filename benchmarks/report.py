@@ -556,19 +556,20 @@ def _bundle_baselines(bb: dict[str, Any]) -> list[str]:
         f"Command: `python -m benchmarks.bundle_baselines`; {_machine_line(bb)} Every baseline is trained on the "
         f"bundle's own `train#dataset` ({recipe['training_slices']} slices at 2 mm, flips), batch "
         f"{recipe['batch_size']}, AdamW lr {recipe['learning_rate']}, gradient clipping, EMA "
-        f"{recipe['ema_decay']}, {recipe['iterations']} iterations in total (the shipped model's budget), "
+        f"{recipe['ema_decay']}, {recipe['iterations']} iterations in total (the 0.4.0 model's budget), "
         "and scored like the diffusion ensembles (`benchmarks.ensemble_calibration.score`, 1 mm input grid). "
         "`unet_wallclock` trains as many iterations as MedSegDiff's measured training seconds allow "
         f"({_f(bb['medsegdiff_training']['seconds_per_iteration'], 2)} s per MedSegDiff iteration here); the deep "
         "ensemble splits the budget over 5 UNets; MC dropout averages 5 passes. k-means gets the brain mask. "
-        "MedSegDiff rows: the shipped model, 2 DDIM steps, mean fusion.",
+        "MedSegDiff rows: the 0.4.0 model (one label per slice, the same 300 iterations), 2 DDIM steps, mean "
+        "fusion.",
         "",
         "| model | slab | iterations | mean Dice | GM / WM Dice | ECE | Brier | NLL | AUROC | background |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [(name, m.get("iterations", 0), m) for name, m in bb["models"].items()]
     rows += [
-        (f"{name.replace('_', ', ')} members", 300, r)
+        (f"medsegdiff 0.4.0, {name.split('_')[-1]} member(s)", 300, r)
         for name, r in bb["reference"].items()
         if name != "source"
     ]
