@@ -107,3 +107,57 @@ def test_unusable_input_exits_two_with_one_line(bundle: Path, tmp_path: Path, ca
     # a bundle that is not a segmentation bundle: one clear line, not a traceback
     assert main(["segment", str(OBLIQUE), str(tmp_path / "out"), "--bundle", "palette"]) == 2
     assert "not a segmentation bundle" in capsys.readouterr().err
+
+
+def test_distilled_flag_picks_the_weights_a_bundle_defaults_to_or_the_other(tmp_path: Path) -> None:
+    """A bundle whose default is its distilled student: no flag and ``--distilled`` sample the student,
+    ``--no-distilled`` the model it was distilled from (here a random network and an all-zero one)."""
+    root = tmp_path / "bundle"
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    kwargs = {k: v for k, v in NETWORK.items() if k != "_target_"}
+    torch.manual_seed(0)  # perturbed, since MONAI zero-initialises the output convolution
+    student = {k: v + 0.5 * torch.randn_like(v) for k, v in MedSegDiffUNet(**kwargs).state_dict().items()}
+    torch.save(student, root / "models" / "model_distilled.pt")
+    torch.save({k: torch.zeros_like(v) for k, v in student.items()}, root / "models" / "model.pt")
+    (root / "configs" / "metadata.json").write_text(json.dumps({"version": "0.0.1", "task": "test"}))
+    config = {
+        "imports": ["$import medseg"],
+        "bundle_root": ".",
+        "device": "cpu",
+        "distilled": True,
+        "ckpt_path": "$@bundle_root + '/models/' + ('model_distilled.pt' if @distilled else 'model.pt')",
+        "network_def": NETWORK,
+        "segmenter": {
+            "_target_": "medseg.workflows.Segmenter",
+            "network": "@network_def",
+            "checkpoint": "@ckpt_path",
+            "spacing": [8.0, 8.0, 8.0],
+            "divisible_by": 4,
+            "prediction_type": "sample",
+            "ensemble": 1,
+            "steps": 1,
+            "device": "@device",
+        },
+    }
+    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    image = tmp_path / "scan.nii.gz"
+    rng = np.random.default_rng(0)
+    save_image(rng.random((1, 24, 24, 2)), image, reference=MetaTensor(torch.zeros(1, 24, 24, 2)))
+
+    def probability(*flags: str) -> np.ndarray:
+        out = tmp_path / "-".join(f.strip("-").replace("/", "_") for f in flags)
+        assert (
+            main(["segment", str(image), str(out), "--bundle", str(root), "--quiet", "--seed", "0", *flags])
+            == 0
+        )
+        return np.asarray(load_image(out / "scan" / "probability.nii.gz"))
+
+    default = probability()
+    np.testing.assert_array_equal(default, probability("--distilled"))
+    np.testing.assert_array_equal(
+        default, probability("--weights", str(root / "models" / "model_distilled.pt"))
+    )
+    teacher = probability("--no-distilled")
+    np.testing.assert_array_equal(teacher, probability("--weights", str(root / "models" / "model.pt")))
+    assert not np.array_equal(default, teacher)

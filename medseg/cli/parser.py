@@ -154,8 +154,10 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--weights", help="a checkpoint to use instead of the bundle's models/model.pt")
     seg.add_argument(
         "--distilled",
-        action="store_true",
-        help="sample with the bundle's distilled few-step student (models/model_distilled.pt, 2 steps)",
+        action=argparse.BooleanOptionalAction,
+        help="sample with the bundle's distilled few-step student (models/model_distilled.pt, 2 steps), or with "
+        "--no-distilled with the model it was distilled from (models/model.pt); default: the bundle's choice "
+        "(MedSegDiff and SegDiff: the student)",
     )
     seg.add_argument(
         "--datalist-key",

@@ -32,10 +32,11 @@ def _segment(args: argparse.Namespace) -> int:
     from medseg.workflows import Segmenter, bundle_parser, segment_files
 
     bundle = _bundle(args.bundle)
-    if args.distilled:
+    if args.distilled is not None:
+        flag = "--distilled" if args.distilled else "--no-distilled"
         if "distilled" not in bundle_parser(bundle, "inference"):
-            raise UsageError(f"--distilled: bundle {Path(bundle).name!r} has no distilled student")
-        overrides["distilled"] = True
+            raise UsageError(f"{flag}: bundle {Path(bundle).name!r} has no distilled student")
+        overrides["distilled"] = args.distilled
     _threads()
     try:
         segmenter = Segmenter.from_bundle(bundle, **overrides)

@@ -61,8 +61,9 @@ COMMON = (
 # the Gaussian training schedule, shared the same way; a bundle whose common.json defines its own "process"
 # (BBDM's Brownian bridge) has none
 GAUSSIAN_SCHEDULE = ("schedule", "beta_start", "beta_end", "prediction_type")
-# distill.json (a student trained from the shipped model) switches the common recipe to its distilled variant
-DISTILL_SWITCH = {"distill": {"distilled"}}
+# which model the common recipe names: train.json trains the teacher (model.pt), distill.json its few-step
+# student (model_distilled.pt), whatever inference defaults to
+DISTILL_SWITCH = {"train": {"distilled"}, "distill": {"distilled"}}
 # the entry Segmenter / Translator / ImageGenerator / Editor builds
 PREDICTORS = ("segmenter", "translator", "generator", "editor")
 # the model verify_net_in_out checks (generation_model: an unconditional prior, initial noise -> image;

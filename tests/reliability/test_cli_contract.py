@@ -47,6 +47,10 @@ def _assert_refused(result, *fragments: str) -> str:
         (["train", "--output-dir", "{out}", "--resume", "maybe"], ["--resume: expected true or false"]),
         (["evaluate", "--output-dir", "{out}", "--datalist", "{tmp}/none.json"], ["none.json: no such"]),
         (["segment", "{image}", "{out}", "--bundle", "palette", "--distilled"], ["has no distilled student"]),
+        (
+            ["segment", "{image}", "{out}", "--bundle", "palette", "--no-distilled"],
+            ["--no-distilled: bundle"],
+        ),
         (["train", "--output-dir", "{out}", "--teacher", "{file}"], ["--teacher is for --distill"]),
         (
             ["train", "--output-dir", "{out}", "--bundle", "palette", "--distill"],
