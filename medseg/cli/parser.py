@@ -151,7 +151,11 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--fusion", choices=("mean", "majority", "staple"))
     seg.add_argument("--seed", type=int)
     seg.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
-    seg.add_argument("--weights", help="a checkpoint to use instead of the bundle's models/model.pt")
+    seg.add_argument(
+        "--weights",
+        help="a checkpoint to use instead of the bundle's weights; sampled as the bundle's default model "
+        "(MedSegDiff: its 2-step student; add --no-distilled for a teacher's steps)",
+    )
     seg.add_argument(
         "--distilled",
         action=argparse.BooleanOptionalAction,
