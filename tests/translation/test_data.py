@@ -52,3 +52,27 @@ def _empty(tmp_path: Path) -> Path:
 def test_training_transform_crops_to_size() -> None:
     pair = palette_transforms("jpeg", (16, 16), seed=0)({"image": torch.rand(1, 30, 20)})
     assert pair["image"].shape == (1, 16, 16) and pair["mask"].shape == (1, 16, 16)
+
+
+def test_augmentation_changes_the_clean_image_and_keeps_it_in_range() -> None:
+    """With ``augment_prob`` the target itself is moved (geometry and intensity), inside [0, 1], in training only."""
+    image = {
+        "image": palette_images("mni", "training", size=(24, 28), downsample=8, slice_step=20)[1]["image"]
+    }
+
+    def targets(**kwargs) -> list[torch.Tensor]:
+        transform = palette_transforms("jpeg", (24, 28), seed=0, flip_prob=0.0, **kwargs)
+        return [transform(dict(image))["label"] for _ in range(8)]
+
+    clean = image["image"] * 2 - 1  # the label is the clean image in [-1, 1]
+    assert all(torch.equal(t, clean) for t in targets())
+    moved = targets(augment_prob=1.0)
+    assert all(float(t.min()) >= -1 and float(t.max()) <= 1 for t in moved)
+    assert all(not torch.allclose(t, clean, atol=1e-3) for t in moved)
+    assert all(not torch.allclose(moved[0], t, atol=1e-3) for t in moved[1:])  # a new draw every read
+    darker = [float(t.mean()) < float(clean.mean()) for t in moved]
+    assert any(darker)
+    evaluation = palette_transforms("jpeg", (24, 28), train=False, augment_prob=1.0)(dict(image))
+    assert torch.equal(evaluation["label"], clean)
+    with pytest.raises(ValueError, match="augment_prob"):
+        palette_transforms("jpeg", (24, 28), augment_prob=1.5)
