@@ -39,6 +39,15 @@ error-detection AUROC of the predictive entropy and the mean predictive entropy 
     python -m benchmarks.bundle_baselines --output benchmarks/results/bundle_baselines.json
     python -m benchmarks.bundle_baselines --quick     # a few iterations per model, a smoke run (seconds)
 
+At the budget of the annotator-trained model (0.5.0: 300 epochs = 1500 iterations), on the fixed label and on
+annotator draws redrawn at every read, as that model was trained:
+
+    python -m benchmarks.bundle_baselines --models unet --max-epochs 300 \
+        --output benchmarks/results/bundle_baselines_1500.json --checkpoints runs/bundle_baselines/1500
+    python -m benchmarks.bundle_baselines --models unet --max-epochs 300 --marginal-key marginal \
+        --output benchmarks/results/bundle_baselines_1500_annotators.json \
+        --checkpoints runs/bundle_baselines/1500_annotators
+
 The JSON is rewritten after every model, so a run stopped part-way keeps the finished ones.
 """
 
@@ -176,8 +185,8 @@ def predict_members(
 class BundleData:
     """The bundle's training slices and recipe, from its configs (``common.json`` + ``train.json``)."""
 
-    def __init__(self, bundle: str = BUNDLE) -> None:
-        self.parser = bundle_parser(bundle, "train", device="cpu")
+    def __init__(self, bundle: str = BUNDLE, **overrides: Any) -> None:
+        self.parser = bundle_parser(bundle, "train", device="cpu", **overrides)
         self.dataset = self.parser.get_parsed_content("train#dataset")
         self.preprocessing = self.parser.get_parsed_content("train#preprocessing")
         if self.dataset.transform is not self.preprocessing:
@@ -412,6 +421,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--msd-timing-iterations", type=int, default=20)
     parser.add_argument("--splits", nargs="+", default=["validation", "test"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--max-epochs", type=int, default=None, help="epochs of the bundle's slices (default: train.json's)"
+    )
+    parser.add_argument(
+        "--marginal-key",
+        default=None,
+        help="train on annotator draws, as the bundle with marginal_key=KEY (e.g. marginal); default: the label",
+    )
     parser.add_argument("--quick", action="store_true", help="a few iterations per model (smoke run)")
     parser.add_argument("--output", default=None, help="default benchmarks/results/bundle_baselines.json")
     parser.add_argument("--checkpoints", default=None, help="default runs/bundle_baselines")
@@ -429,7 +446,8 @@ def main(argv: list[str] | None = None) -> None:
     checkpoints = Path(args.checkpoints)
     checkpoints.mkdir(parents=True, exist_ok=True)
 
-    data = BundleData()
+    overrides = {"max_epochs": args.max_epochs, "marginal_key": args.marginal_key}
+    data = BundleData(**{k: v for k, v in overrides.items() if v is not None})
     iterations = 4 if args.quick else data.iterations
     member_iterations = max(iterations // args.members, 1)
     segmenter = Segmenter.from_bundle(BUNDLE, device="cpu")
