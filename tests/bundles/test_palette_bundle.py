@@ -27,6 +27,16 @@ TINY = {
     "network_def#num_head_channels": 8,
 }
 
+# the shipped models' data size and network (TINY's overrides undone)
+SHIPPED = {
+    "image_size": [48, 56],
+    "downsample": 4,
+    "network_def#channels": [16, 32, 64],
+    "network_def#attention_levels": [False, False, True],
+    "network_def#norm_num_groups": 8,
+    "network_def#num_head_channels": 16,
+}
+
 
 def _run(config: str, overrides: dict) -> ConfigParser:
     parser = ConfigParser()
@@ -78,13 +88,8 @@ def test_shipped_inpainting_weights_load_and_keep_the_known_region(tmp_path: Pat
     parser = _run(
         "inference",
         {
-            "image_size": [48, 56],
-            "downsample": 4,
+            **SHIPPED,
             "slice_step": 20,
-            "network_def#channels": [16, 32, 64],
-            "network_def#attention_levels": [False, False, True],
-            "network_def#norm_num_groups": 8,
-            "network_def#num_head_channels": 16,
             "device": "cpu",
             "output_dir": str(tmp_path),
             "max_images": 1,
@@ -102,6 +107,23 @@ def test_shipped_inpainting_weights_load_and_keep_the_known_region(tmp_path: Pat
     truth = np.asarray(Image.open(tmp_path / f"{name}_truth.png")).astype(int)
     sample = np.asarray(Image.open(tmp_path / f"{name}_sample0.png")).astype(int)
     assert mask.any() and np.array_equal(sample[~mask], truth[~mask])
+
+
+def test_shipped_jpeg_model_restores_better_than_the_jpeg_it_is_given(tmp_path: Path) -> None:
+    """The bundle's own evaluation of models/model_jpeg.pt on test slices: closer to the truth (SSIM, L1) than
+    the decoded JPEG (on the 45 slices with 4 samples x 50 steps: SSIM 0.886 against 0.776)."""
+    parser = ConfigParser()
+    parser.read_config(layered("palette", "evaluate"))
+    overrides = {"slice_step": 11, "task": "jpeg", "device": "cpu", "output_dir": str(tmp_path)}
+    parser.update({**TINY, **SHIPPED, **overrides})
+    parser.update({"ensemble": 2, "steps": 5})
+    assert parser.get_parsed_content("ckpt_path").endswith("models/model_jpeg.pt")
+    assert parser.get_parsed_content("prediction_type") == "sample"
+    parser.get_parsed_content("run")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    model, jpeg = metrics["model"], metrics["baselines"]["jpeg_input"]
+    assert metrics["num_images"] == 5
+    assert model["ssim"] > jpeg["ssim"] + 0.05 and model["l1"] < jpeg["l1"]
 
 
 @pytest.fixture(scope="module")
