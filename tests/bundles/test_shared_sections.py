@@ -21,7 +21,7 @@ SEGMENTATION_SPECIFIC = (
     "common#num_train_timesteps",  # SegDiff trains with 100 steps, betas 1e-3..0.2 (its paper)
     "common#beta_start",
     "common#beta_end",
-    "inference#steps",  # each bundle's default sampling steps, chosen on the MNI validation slab
+    "common#distilled",  # whether the distilled student is the default, chosen on the MNI validation slab
 )
 
 # Every bundle trains through the same SupervisedTrainer set-up (handlers, optimizer, EMA, checkpoints, initialize,
