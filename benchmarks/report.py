@@ -461,7 +461,7 @@ def _volumes(vo: dict[str, Any]) -> list[str]:
 
 def _decode_margin(dm: dict[str, Any]) -> list[str]:
     lines = [
-        "## Decode margin of the shipped segmentation bundles (MNI slabs, 5 members, DDIM 20, STAPLE)",
+        "## Decode margin of the one-label segmentation bundles (MNI slabs, 5 members, DDIM 20, STAPLE)",
         "",
         f"Files: {', '.join(dm['files'])}; {dm.get('source', '')}. The margin maps samples within it of -1 / +1 "
         "to probability exactly 0 / 1 (`MaskCodec`); it changes the members' probabilities, so the uncertainty "
@@ -485,7 +485,7 @@ def _decode_margin(dm: dict[str, Any]) -> list[str]:
 def _ensemble_calibration(ec: dict[str, Any]) -> list[str]:
     args = ec.get("args", {})
     lines = [
-        "## Ensemble size, fusion and calibration of the shipped segmentation bundles (MNI slabs, DDIM eta "
+        "## Ensemble size, fusion and calibration of the one-label segmentation bundles (MNI slabs, DDIM eta "
         + ", ".join(str(e) for e in args.get("etas", []))
         + ")",
         "",
@@ -645,7 +645,8 @@ def _bbdm_speed(bs: dict[str, Any]) -> list[str]:
 
 def _bundle_steps(bs: dict[str, Any]) -> list[str]:
     lines = [
-        "## Sampling steps of the shipped segmentation bundles and their distilled students (MNI slabs)",
+        "## Sampling steps of the segmentation bundles and their distilled students (MNI slabs; the one-label "
+        "MedSegDiff 0.4.0 and SegDiff 0.3.0 weights)",
         "",
         f"Command: `python -m benchmarks.bundle_steps`; {_machine_line(bs)} Each row is one `medseg evaluate` "
         "(5 members, mean fusion, scored on the 1 mm input grid; the row's command is in the JSON). ECE is the mean "
