@@ -511,12 +511,17 @@ def _ensemble_calibration(ec: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _files(results: dict[str, dict[str, Any]]) -> str:
+    """The result files behind several benchmark names, comma-separated."""
+    return ", ".join(f for data in results.values() for f in data.get("files", []))
+
+
 def _annotator_bundles(results: dict[str, dict[str, Any]]) -> list[str]:
     """Bundles trained on one label against bundles trained on annotator draws: both truths of the MNI slabs."""
     lines = [
         "## The segmentation bundles trained on annotator draws (MNI slabs, both truths)",
         "",
-        "Files: " + ", ".join(f for data in results.values() for f in data.get("files", [])) + ". "
+        f"Files: {_files(results)}. "
         "Command per file: `python -m benchmarks.ensemble_calibration --bundles BUNDLE_OR_RUN --margins 0.1 "
         "--sizes 1 5 --fusions mean --splits validation test --steps ... --marginal`. Rows named `(annotators)` are "
         "the bundle's network trained with `marginal_key=marginal` (a new annotator draw from the MNI tissue "
@@ -600,7 +605,7 @@ def _long_baselines(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = [
         "## The supervised UNet at the annotator-trained bundles' budget (MNI slabs)",
         "",
-        "Files: " + ", ".join(f for data in results.values() for f in data.get("files", [])) + ". "
+        f"Files: {_files(results)}. "
         "Commands: `benchmarks/bundle_baselines.py` docstring (`--max-epochs 300`, and `--marginal-key "
         "marginal` for the annotator draws). The same BasicUNet (1.41 M parameters), recipe and scoring as the "
         "section above, trained for the iterations of the shipped MedSegDiff 0.5.0 and SegDiff 0.4.0 models "

@@ -27,22 +27,20 @@ NETWORK = {
 }
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle with a tiny untrained network: the CLI's plumbing, not the model's quality, is under test."""
-    root = tmp_path_factory.mktemp("tiny_bundle")
-    (root / "configs").mkdir()
+def _write_bundle(root: Path, weights: dict[str, dict], segmenter: dict | None = None, **config) -> Path:
+    """A bundle folder with ``weights`` (file name -> state dict) in ``models/`` and a tiny segmenter config."""
+    (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
-    kwargs = {k: v for k, v in NETWORK.items() if k != "_target_"}
-    torch.manual_seed(0)
-    torch.save(MedSegDiffUNet(**kwargs).state_dict(), root / "models" / "model.pt")
+    for name, state in weights.items():
+        torch.save(state, root / "models" / name)
     (root / "configs" / "metadata.json").write_text(json.dumps({"version": "0.0.1", "task": "test"}))
-    config = {
+    inference = {
         "imports": ["$import medseg"],
         "bundle_root": ".",
         "device": "cpu",
         "ckpt_path": "$@bundle_root + '/models/model.pt'",
         "network_def": NETWORK,
+        **config,
         "segmenter": {
             "_target_": "medseg.workflows.Segmenter",
             "network": "@network_def",
@@ -52,10 +50,23 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "ensemble": 2,
             "steps": 2,
             "device": "@device",
+            **(segmenter or {}),
         },
     }
-    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    (root / "configs" / "inference.json").write_text(json.dumps(inference))
     return root
+
+
+def _network_state() -> dict:
+    kwargs = {k: v for k, v in NETWORK.items() if k != "_target_"}
+    torch.manual_seed(0)
+    return MedSegDiffUNet(**kwargs).state_dict()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle with a tiny untrained network: the CLI's plumbing, not the model's quality, is under test."""
+    return _write_bundle(tmp_path_factory.mktemp("tiny_bundle") / "bundle", {"model.pt": _network_state()})
 
 
 def test_dicom_series_folder_segments_with_exit_zero(bundle: Path, tmp_path: Path, capsys) -> None:
@@ -112,35 +123,16 @@ def test_unusable_input_exits_two_with_one_line(bundle: Path, tmp_path: Path, ca
 def test_distilled_flag_picks_the_weights_a_bundle_defaults_to_or_the_other(tmp_path: Path) -> None:
     """A bundle whose default is its distilled student: no flag and ``--distilled`` sample the student,
     ``--no-distilled`` the model it was distilled from (here a random network and an all-zero one)."""
-    root = tmp_path / "bundle"
-    (root / "configs").mkdir(parents=True)
-    (root / "models").mkdir()
-    kwargs = {k: v for k, v in NETWORK.items() if k != "_target_"}
-    torch.manual_seed(0)  # perturbed, since MONAI zero-initialises the output convolution
-    student = {k: v + 0.5 * torch.randn_like(v) for k, v in MedSegDiffUNet(**kwargs).state_dict().items()}
-    torch.save(student, root / "models" / "model_distilled.pt")
-    torch.save({k: torch.zeros_like(v) for k, v in student.items()}, root / "models" / "model.pt")
-    (root / "configs" / "metadata.json").write_text(json.dumps({"version": "0.0.1", "task": "test"}))
-    config = {
-        "imports": ["$import medseg"],
-        "bundle_root": ".",
-        "device": "cpu",
-        "distilled": True,
-        "ckpt_path": "$@bundle_root + '/models/' + ('model_distilled.pt' if @distilled else 'model.pt')",
-        "network_def": NETWORK,
-        "segmenter": {
-            "_target_": "medseg.workflows.Segmenter",
-            "network": "@network_def",
-            "checkpoint": "@ckpt_path",
-            "spacing": [8.0, 8.0, 8.0],
-            "divisible_by": 4,
-            "prediction_type": "sample",
-            "ensemble": 1,
-            "steps": 1,
-            "device": "@device",
-        },
-    }
-    (root / "configs" / "inference.json").write_text(json.dumps(config))
+    # perturbed, since MONAI zero-initialises the output convolution
+    student = {k: v + 0.5 * torch.randn_like(v) for k, v in _network_state().items()}
+    teacher = {k: torch.zeros_like(v) for k, v in student.items()}
+    root = _write_bundle(
+        tmp_path / "bundle",
+        {"model_distilled.pt": student, "model.pt": teacher},
+        segmenter={"prediction_type": "sample", "ensemble": 1, "steps": 1},
+        distilled=True,
+        ckpt_path="$@bundle_root + '/models/' + ('model_distilled.pt' if @distilled else 'model.pt')",
+    )
     image = tmp_path / "scan.nii.gz"
     rng = np.random.default_rng(0)
     save_image(rng.random((1, 24, 24, 2)), image, reference=MetaTensor(torch.zeros(1, 24, 24, 2)))
