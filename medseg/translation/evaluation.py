@@ -8,7 +8,11 @@ Metrics (images in [0, 1]; every sample scored on its own, then averaged):
   image for JPEG and colorization);
 * ``diversity``: mean absolute difference between two samples of the same input over that region, averaged
   over all pairs (0 for a deterministic method). Palette reports pairwise LPIPS / MS-SSIM instead; LPIPS and
-  FID need pretrained feature networks that are not available offline, so they are not computed here.
+  FID need pretrained feature networks that are not available offline, so they are not computed here;
+* ``realism``: a distance between the distribution of all samples and that of the true images (lower is
+  better), named by ``realism_distance``: ``"kid"`` for greyscale images (the translation test bed's KID,
+  :func:`~medseg.translation.realism.kernel_inception_distance`, with the pairs of one input left out),
+  ``"chroma"`` for colour ones (:func:`~medseg.translation.realism.chroma_distance`).
 
 Trivial baselines beside the model: inpainting / uncropping ``mean_fill`` (the region filled with the mean
 of the known pixels) and ``biharmonic`` (``skimage.restoration.inpaint_biharmonic``); JPEG ``jpeg_input``
@@ -28,6 +32,7 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from monai.networks.schedulers import Scheduler
 
 from medseg.diffusion import NoiseConditioning, SamplingOptions
+from medseg.translation.realism import chroma_distance, kernel_inception_distance
 from medseg.translation.sampling import translate
 from medseg.translation.tasks import PaletteDegradationd, PaletteTask, task_spec
 
@@ -170,8 +175,9 @@ def translation_metrics(result: TranslationResult) -> dict[str, Any]:
     """Metrics of the model's samples and of the baselines (module doc), means over images.
 
     Returns:
-        ``{"task", "num_images", "ensemble", "model": {psnr, ssim, l1, diversity, psnr_of_mean},
-        "baselines": {name: {psnr, ssim, l1}}, "per_image": [...]}``.
+        ``{"task", "num_images", "ensemble", "realism_distance", "model": {psnr, ssim, l1, diversity,
+        psnr_of_mean, realism}, "baselines": {name: {psnr, ssim, l1, realism}}, "per_image": [...]}``;
+        ``realism`` is None for greyscale images when the realism encoder's weights are missing.
     """
     n, m = result.samples.shape[:2]
     region = (
@@ -195,8 +201,11 @@ def translation_metrics(result: TranslationResult) -> dict[str, Any]:
         div = torch.zeros(n)
     model["diversity"] = float(div.mean())
     model["psnr_of_mean"] = float(_score(result.samples.mean(dim=1), result.target, region)["psnr"].mean())
+    realism_distance, realism = _realism(result.target)
+    model["realism"] = realism(result.samples.flatten(0, 1), torch.arange(n).repeat_interleave(m))
     baselines = {
         name: {k: float(v.mean()) for k, v in _score(pred, result.target, region).items()}
+        | {"realism": realism(pred, torch.arange(n))}
         for name, pred in baseline_predictions(result).items()
     }
     per_image = [
@@ -213,7 +222,24 @@ def translation_metrics(result: TranslationResult) -> dict[str, Any]:
         "task": result.task,
         "num_images": n,
         "ensemble": m,
+        "realism_distance": realism_distance,
         "model": model,
         "baselines": baselines,
         "per_image": per_image,
     }
+
+
+def _realism(target: torch.Tensor) -> tuple[str, Callable[[torch.Tensor, torch.Tensor], float | None]]:
+    """The realism distance for these true images ``(N, C, H, W)`` in [-1, 1]: its name, and a function of
+    predictions ``(K, C, H, W)`` and the index of the input each came from."""
+    real = (target + 1) / 2
+    if target.shape[1] == 3:
+        return "chroma", lambda pred, _: chroma_distance((pred.clamp(-1, 1) + 1) / 2, real)
+    groups = torch.arange(len(target))
+
+    def kid(pred: torch.Tensor, pred_groups: torch.Tensor) -> float | None:
+        if len(target) < 2:  # KID with the pairs of one input left out needs two inputs
+            return None
+        return kernel_inception_distance((pred.clamp(-1, 1) + 1) / 2, real, None, pred_groups, groups)
+
+    return "kid", kid

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -43,6 +44,23 @@ def test_metrics_of_perfect_and_diverse_samples() -> None:
     assert abs(m2["model"]["diversity"] - 0.1) < 1e-5
     assert abs(m2["model"]["l1"] - 0.05) < 1e-5  # mean of 0 and 0.1 over the region
     assert set(m2["baselines"]) == {"mean_fill", "biharmonic"}
+    assert m2["realism_distance"] == "kid" and m2["model"]["realism"] is None  # KID needs two inputs
+
+
+def test_realism_is_kid_for_grey_images_and_chroma_for_colour() -> None:
+    target = torch.linspace(-1, 1, 3 * 16 * 16).reshape(3, 1, 16, 16)
+    grey = TranslationResult(list("abc"), target, target, None, target[:, None].repeat(1, 2, 1, 1, 1), "jpeg")
+    m = translation_metrics(grey)
+    assert m["realism_distance"] == "kid"
+    # the true images against themselves, the pairs of one input left out: exactly zero, as the input itself
+    assert m["model"]["realism"] == pytest.approx(0.0, abs=1e-9)
+    assert m["baselines"]["jpeg_input"]["realism"] == pytest.approx(0.0, abs=1e-9)
+    colour = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    luminance = colour.mean(dim=1, keepdim=True)
+    result = TranslationResult(["a", "b"], luminance, colour, None, colour[:, None], "colorization")
+    m = translation_metrics(result)
+    assert m["realism_distance"] == "chroma" and m["model"]["realism"] == 0.0
+    assert m["baselines"]["grey"]["realism"] > 1.0  # grey has lost every colour
 
 
 def test_baselines_fill_the_region() -> None:

@@ -11,10 +11,12 @@ import torch
 from medseg.data.contrasts import contrast_slices
 from medseg.translation.realism import (
     REALISM_WEIGHTS,
+    chroma_distance,
     kernel_inception_distance,
     polynomial_mmd_unbiased,
     realism_encoder,
     realism_features,
+    sliced_wasserstein,
 )
 from medseg.translation.testbed import score_translations
 
@@ -119,3 +121,27 @@ def test_kid_is_none_without_the_encoder_weights(monkeypatch, tmp_path) -> None:
     assert scores["kid"] is None and scores["mean_kid"] is None and scores["psnr"] == pytest.approx(60.0)
     with pytest.raises(FileNotFoundError, match="realism encoder"):
         realism_features(target)
+
+
+def test_sliced_wasserstein_of_a_shifted_point_set_is_the_mean_projected_shift() -> None:
+    points = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    assert sliced_wasserstein(points, points) == 0.0
+    # every projection of a set moved by (r, 0) moves by r |cos theta|: W1 of the projection is exactly that
+    r, k = 3.0, 64
+    by_hand = r * np.abs(np.cos(np.arange(k) * np.pi / k)).mean()
+    assert sliced_wasserstein(points + torch.tensor([r, 0.0]), points, num_directions=k) == pytest.approx(
+        by_hand
+    )
+    # sets of different sizes: one point against its own copies is at distance zero
+    assert sliced_wasserstein(points[:1].repeat(7, 1), points[:1]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_chroma_distance_is_zero_for_the_same_colours_and_grows_with_lost_colour() -> None:
+    colour = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    grey = colour.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    half = (colour + grey) / 2
+    assert chroma_distance(colour, colour) == 0.0
+    assert chroma_distance(colour.flip(0), colour) == pytest.approx(0.0, abs=1e-9)  # order does not matter
+    assert 0.0 < chroma_distance(half, colour) < chroma_distance(grey, colour)
+    with pytest.raises(ValueError, match="N, 3, H, W"):
+        chroma_distance(colour[:, :1], colour)
