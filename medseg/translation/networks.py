@@ -33,6 +33,11 @@ class PaletteUNet(nn.Module):
         noise_level_scale: factor applied to the second forward argument before the sinusoidal embedding.
             With noise-level conditioning (``sqrt(gamma)`` in [0, 1]) 1000 spreads it like integer timesteps;
             use 1 when the network gets integer timesteps.
+        residual: add the conditioning image x to the output (a one-channel x to each of the target's
+            channels). With ``prediction_type="sample"`` the network then predicts the correction to its input
+            and, as MONAI's output convolution starts at zero, starts as the trivial restorer (the decoded JPEG,
+            the grey image): for tasks whose input is already close to the answer. Not for inpainting and
+            uncropping, whose input is noise in the region to generate.
 
     Example:
         >>> net = PaletteUNet(2, source_channels=1, target_channels=3, channels=(16, 32), attention_levels=(False, True))
@@ -50,6 +55,7 @@ class PaletteUNet(nn.Module):
         norm_num_groups: int = 8,
         num_head_channels: int = 16,
         noise_level_scale: float = 1000.0,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if source_channels < 1 or target_channels < 1:
@@ -62,6 +68,12 @@ class PaletteUNet(nn.Module):
             )
         if noise_level_scale <= 0:
             raise ValueError(f"noise_level_scale must be > 0, got {noise_level_scale}.")
+        if residual and source_channels not in (1, target_channels):
+            raise ValueError(
+                f"residual needs source_channels 1 or equal to target_channels ({target_channels}), got "
+                f"{source_channels}."
+            )
+        self.residual = bool(residual)
         self.source_channels = int(source_channels)
         self.target_channels = int(target_channels)
         self.noise_level_scale = float(noise_level_scale)
@@ -92,6 +104,7 @@ class PaletteUNet(nn.Module):
                 f"expected image with {self.source_channels} and x_t with {self.target_channels} channels, got "
                 f"{tuple(image.shape)} and {tuple(x_t.shape)}."
             )
-        return self.unet(
+        out = self.unet(
             torch.cat([image, x_t], dim=1), timesteps=noise_level.float() * self.noise_level_scale
         )
+        return out + image if self.residual else out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedTrainer
@@ -10,7 +11,7 @@ from medseg.diffusion import SamplingOptions, make_scheduler
 from medseg.engines import ConditionalDiffusionPrepareBatch
 from medseg.inferers import ConditionalDiffusionInferer
 from medseg.losses import DiffusionLoss
-from medseg.translation import palette_transforms, translate
+from medseg.translation import PaletteUNet, palette_transforms, translate
 from tests.helpers import tiny_palette_net
 
 
@@ -41,6 +42,31 @@ def test_colorization_samples_three_channels_with_ddim() -> None:
     scheduler = make_scheduler("ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4)
     out = translate(net, torch.rand(1, 1, 16, 16), scheduler, ensemble=2, steps=3, seed=1)
     assert out.shape == (1, 2, 3, 16, 16) and float(out.abs().max()) <= 1.0
+
+
+def test_an_untrained_residual_network_samples_the_trivial_restoration_of_its_input() -> None:
+    # residual + clean-image target: the zero-initialised output convolution makes the start the input itself
+    # (JPEG: the decoded JPEG; colorization: grey copied to R, G, B), whatever the noise of the chain
+    scheduler = make_scheduler(
+        "ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4, prediction_type="sample"
+    )
+    image = torch.rand(2, 1, 16, 16) * 2 - 1
+    for target in (1, 3):
+        torch.manual_seed(0)
+        net = PaletteUNet(
+            2,
+            1,
+            target,
+            channels=(8, 16),
+            attention_levels=(False, True),
+            norm_num_groups=4,
+            num_head_channels=8,
+            residual=True,
+        ).eval()
+        out = translate(net, image, scheduler, ensemble=2, steps=3, eta=1.0, seed=0)
+        torch.testing.assert_close(out, image[:, None].expand(-1, 2, target, -1, -1))
+    with pytest.raises(ValueError, match="residual"):
+        PaletteUNet(2, 2, 3, residual=True)
 
 
 def test_masked_training_steps_through_the_monai_trainer() -> None:
