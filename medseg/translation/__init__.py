@@ -31,7 +31,7 @@ from medseg.translation.realism import (
 from medseg.translation.sampling import (
     ImageTranslationInferer,
     TranslationEvalPrepareBatch,
-    fill_region_with_noise,
+    fill_region,
     translate,
 )
 from medseg.translation.tasks import (
@@ -63,7 +63,7 @@ __all__ = [
     "UncropSide",
     "baseline_predictions",
     "box_mask",
-    "fill_region_with_noise",
+    "fill_region",
     "free_form_mask",
     "histogram_matching",
     "histogram_reference",

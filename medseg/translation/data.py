@@ -231,6 +231,7 @@ def palette_transforms(
     uncrop_side: str = "random",
     seed: int | None = None,
     augment_prob: float = 0.0,
+    region_fill: str = "noise",
 ) -> Compose:
     """Pad/crop to ``size``, flip left-right and augment (training) and degrade for ``task``, as one ``Compose``.
 
@@ -246,6 +247,8 @@ def palette_transforms(
             scaling by up to 10 %, shifts of up to 4 pixels), a random gamma (0.6 to 1.6) and a random darkening
             (x 0.7 to 1) of the clean image before it is degraded. A network trained on a few dozen slices of one
             image otherwise learns their intensities by heart instead of reading them from its input.
+        region_fill: what fills the region to generate in x (:class:`~medseg.translation.tasks.RegionFill`);
+            the network's ``region_fill``.
 
     Returns:
         ``Compose`` mapping ``{"image": clean (C, H', W')}`` to ``{"image": x, "label": y, "mask": m}``.
@@ -273,7 +276,9 @@ def palette_transforms(
             RandAdjustContrastd(keys="image", prob=augment_prob, gamma=(0.6, 1.6)),
             RandScaleIntensityd(keys="image", prob=augment_prob, factors=(-0.3, 0.0)),
         ]
-    steps.append(PaletteDegradationd(task, mask_type=mask_type, uncrop_side=uncrop_side))
+    steps.append(
+        PaletteDegradationd(task, mask_type=mask_type, uncrop_side=uncrop_side, region_fill=region_fill)
+    )
     compose = Compose(steps)
     if seed is not None:
         compose.set_random_state(seed=seed)

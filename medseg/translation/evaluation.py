@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.networks.schedulers import Scheduler
@@ -34,7 +33,7 @@ from monai.networks.schedulers import Scheduler
 from medseg.diffusion import NoiseConditioning, SamplingOptions
 from medseg.translation.realism import chroma_distance, kernel_inception_distance
 from medseg.translation.sampling import translate
-from medseg.translation.tasks import PaletteDegradationd, PaletteTask, task_spec
+from medseg.translation.tasks import PaletteDegradationd, PaletteTask, biharmonic_fill, task_spec
 
 __all__ = [
     "PSNR_CAP_DB",
@@ -140,8 +139,6 @@ def baseline_predictions(result: TranslationResult) -> dict[str, torch.Tensor]:
         return {"jpeg_input": result.source.clone()}
     if task == PaletteTask.COLORIZATION:
         return {"grey": result.source.expand(-1, 3, -1, -1).clone()}
-    from skimage.restoration import inpaint_biharmonic
-
     if result.mask is None:
         raise ValueError(f"{task.value} results need a region mask for the baselines.")
     region = result.mask > 0.5
@@ -150,12 +147,7 @@ def baseline_predictions(result: TranslationResult) -> dict[str, torch.Tensor]:
         dim=(2, 3), keepdim=True
     ).clamp_min(1)
     mean_fill = torch.where(region, mean.expand_as(result.source), result.source)
-    biharmonic = []
-    for image, m in zip(result.source, region, strict=True):
-        array = image.permute(1, 2, 0).numpy().astype(np.float64)
-        filled = inpaint_biharmonic(array, m[0].numpy(), channel_axis=-1)
-        biharmonic.append(torch.from_numpy(filled).permute(2, 0, 1).float())
-    return {"mean_fill": mean_fill, "biharmonic": torch.stack(biharmonic).clamp(-1, 1)}
+    return {"mean_fill": mean_fill, "biharmonic": biharmonic_fill(result.source, result.mask).clamp(-1, 1)}
 
 
 def _score(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> dict[str, float]:

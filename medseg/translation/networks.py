@@ -15,6 +15,8 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
 
+from medseg.translation.tasks import RegionFill
+
 __all__ = ["PaletteUNet"]
 
 
@@ -37,7 +39,10 @@ class PaletteUNet(nn.Module):
             channels). With ``prediction_type="sample"`` the network then predicts the correction to its input
             and, as MONAI's output convolution starts at zero, starts as the trivial restorer (the decoded JPEG,
             the grey image): for tasks whose input is already close to the answer. Not for inpainting and
-            uncropping, whose input is noise in the region to generate.
+            uncropping unless ``region_fill`` is ``"biharmonic"``.
+        region_fill: how the region to generate is filled in x for inpainting and uncropping (a
+            :class:`~medseg.translation.tasks.RegionFill` name): part of the network's input convention, so
+            :func:`~medseg.translation.translate` reads it here and fills the region of any input the same way.
 
     Example:
         >>> net = PaletteUNet(2, source_channels=1, target_channels=3, channels=(16, 32), attention_levels=(False, True))
@@ -56,6 +61,7 @@ class PaletteUNet(nn.Module):
         num_head_channels: int = 16,
         noise_level_scale: float = 1000.0,
         residual: bool = False,
+        region_fill: str = "noise",
     ) -> None:
         super().__init__()
         if source_channels < 1 or target_channels < 1:
@@ -74,6 +80,7 @@ class PaletteUNet(nn.Module):
                 f"{source_channels}."
             )
         self.residual = bool(residual)
+        self.region_fill = RegionFill(region_fill).value
         self.source_channels = int(source_channels)
         self.target_channels = int(target_channels)
         self.noise_level_scale = float(noise_level_scale)

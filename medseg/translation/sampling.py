@@ -20,23 +20,31 @@ from monai.networks.schedulers import Scheduler
 
 from medseg.diffusion import ImageCodec, NoiseConditioning, SamplingOptions, per_member_randn
 from medseg.inferers import ConditionalDiffusionInferer, sample_ensemble
+from medseg.translation.tasks import RegionFill, biharmonic_fill
 
-__all__ = ["ImageTranslationInferer", "TranslationEvalPrepareBatch", "fill_region_with_noise", "translate"]
+__all__ = ["ImageTranslationInferer", "TranslationEvalPrepareBatch", "fill_region", "translate"]
 
 
-def fill_region_with_noise(
-    image: torch.Tensor, mask: torch.Tensor, seed: int | Sequence[int] | None = 0
+def fill_region(
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    seed: int | Sequence[int] | None = 0,
+    region_fill: str = RegionFill.NOISE,
 ) -> torch.Tensor:
-    """Replace the region to generate (``mask > 0.5``) of ``image`` ``(B, C, *sp)`` by N(0, I) noise.
+    """Replace the region to generate (``mask > 0.5``) of ``image`` ``(B, C, *sp)`` as the network expects.
 
     Args:
         image: conditioning images in model range.
-        mask: ``(B, 1 or C, *sp)``, 1 = region to generate.
+        mask: ``(B, 1, *sp)``, 1 = region to generate.
         seed: seed of the noise, or one seed per image (None = torch's global RNG).
+        region_fill: a :class:`~medseg.translation.tasks.RegionFill` name: N(0, I) noise, or the biharmonic
+            interpolation of the known pixels (2D).
 
     Returns:
         ``(B, C, *sp)``.
     """
+    if RegionFill(region_fill) == RegionFill.BIHARMONIC:
+        return biharmonic_fill(image, mask)
     if seed is None or isinstance(seed, int):
         gen = torch.Generator(device=image.device).manual_seed(int(seed)) if seed is not None else None
         noise = torch.randn(image.shape, generator=gen, device=image.device, dtype=image.dtype)
@@ -67,8 +75,8 @@ def translate(
         scheduler: the sampling scheduler (``make_scheduler("ddpm" | "ddim", ...)``).
         target_channels: C_y; default ``network.target_channels`` or ``C_x``.
         mask: ``(B, 1, *sp)``, 1 = region to generate (inpainting, uncropping); its content in x is replaced
-            by noise and the rest of x is kept in the output (needs ``C_x == C_y``). None: the whole image
-            is generated.
+            as the network was trained (its ``region_fill``, N(0, I) noise when it has none) and the rest of x
+            is kept in the output (needs ``C_x == C_y``). None: the whole image is generated.
         options: :class:`~medseg.diffusion.SamplingOptions`; ``overrides`` replace single fields. The seed
             seeds the samples and the region noise.
         noise_conditioning: how the network was trained (:class:`~medseg.diffusion.NoiseConditioning`).
@@ -86,7 +94,7 @@ def translate(
                 f"a region mask needs the source and target channels to agree, got {image.shape[1]} and {channels}."
             )
         mask = mask.to(image.device).float()
-        image = fill_region_with_noise(image, mask, opts.seed)
+        image = fill_region(image, mask, opts.seed, getattr(inner, "region_fill", RegionFill.NOISE))
         known, known_mask = image, 1.0 - mask
     result = sample_ensemble(
         network,

@@ -27,7 +27,9 @@ __all__ = [
     "MaskType",
     "PaletteDegradationd",
     "PaletteTask",
+    "RegionFill",
     "UncropSide",
+    "biharmonic_fill",
     "box_mask",
     "free_form_mask",
     "jpeg_compress",
@@ -48,6 +50,38 @@ class PaletteTask(StrEnum):
     UNCROPPING = "uncropping"
     JPEG = "jpeg"
     COLORIZATION = "colorization"
+
+
+class RegionFill(StrEnum):
+    """What fills the region to generate in the conditioning image x of inpainting and uncropping.
+
+    ``noise``: N(0, I) (Palette: the network gets no mask channel and finds the region by its noise).
+    ``biharmonic``: the biharmonic interpolation of the known pixels (:func:`biharmonic_fill`), which is also the
+    trivial baseline; with a residual clean-image network (``PaletteUNet(residual=True)``) the model starts as
+    that baseline and learns its correction.
+    """
+
+    NOISE = "noise"
+    BIHARMONIC = "biharmonic"
+
+
+def biharmonic_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` images with the region ``mask > 0.5`` (``(B, 1, H, W)``) replaced by the biharmonic
+    interpolation of the rest (``skimage.restoration.inpaint_biharmonic``, per image, on the CPU)."""
+    from skimage.restoration import inpaint_biharmonic
+
+    if image.ndim != 4 or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != image.shape[0]:
+        raise ValueError(
+            f"need (B, C, H, W) images and (B, 1, H, W) masks, got {tuple(image.shape)}, {tuple(mask.shape)}."
+        )
+    out = image.detach().clone()
+    region = (mask > 0.5).cpu().numpy()[:, 0]
+    for i in range(image.shape[0]):
+        if region[i].any() and not region[i].all():
+            array = image[i].detach().cpu().permute(1, 2, 0).double().numpy()
+            filled = inpaint_biharmonic(array, region[i], channel_axis=-1)
+            out[i] = torch.from_numpy(filled).permute(2, 0, 1).to(out)
+    return out
 
 
 class MaskType(StrEnum):
@@ -281,7 +315,7 @@ class PaletteDegradationd(Randomizable, MapTransform):
     Input ``{image_key: (C, H, W) in [0, 1]}``; output adds (model range [-1, 1]):
 
     * ``label_key``: the clean target y = ``2 image - 1`` (RGB for colorization);
-    * ``image_key``: the conditioning image x (masked region filled with N(0, I) for inpainting/uncropping,
+    * ``image_key``: the conditioning image x (masked region filled as ``region_fill`` says for inpainting/uncropping,
       the decoded JPEG, or the luminance);
     * ``mask_key``: ``(1, H, W)`` float, 1 on the pixels to generate (all ones for JPEG and colorization).
 
@@ -294,7 +328,7 @@ class PaletteDegradationd(Randomizable, MapTransform):
         uncrop_side: uncropping side, a :class:`UncropSide` name.
         uncrop_fraction: uncropped area fraction (Palette: 0.5).
         jpeg_quality: (low, high) JPEG quality range (Palette: 5-30).
-        fill_noise: fill the region to generate of x with N(0, I) (Palette); False fills it with 0.
+        region_fill: what fills the region to generate in x, a :class:`RegionFill` name.
         seed: seed of this transform's random state (``set_random_state``); None leaves MONAI's default.
 
     Raises:
@@ -311,7 +345,7 @@ class PaletteDegradationd(Randomizable, MapTransform):
         uncrop_side: str = UncropSide.RANDOM,
         uncrop_fraction: float = 0.5,
         jpeg_quality: Sequence[int] = (5, 30),
-        fill_noise: bool = True,
+        region_fill: str = RegionFill.NOISE,
         seed: int | None = None,
     ) -> None:
         MapTransform.__init__(self, [image_key])
@@ -325,7 +359,7 @@ class PaletteDegradationd(Randomizable, MapTransform):
         self.image_key, self.label_key, self.mask_key = image_key, label_key, mask_key
         self.uncrop_fraction = float(uncrop_fraction)
         self.jpeg_quality = (int(jpeg_quality[0]), int(jpeg_quality[1]))
-        self.fill_noise = bool(fill_noise)
+        self.region_fill = _check(RegionFill, region_fill, "region_fill")
         if seed is not None:
             self.set_random_state(seed=seed)
 
@@ -358,11 +392,11 @@ class PaletteDegradationd(Randomizable, MapTransform):
         if self.task in (PaletteTask.INPAINTING, PaletteTask.UNCROPPING):
             mask = torch.from_numpy(self._mask(spatial)).float()[None]
             target = clean * 2 - 1
-            if self.fill_noise:
-                fill = torch.from_numpy(self.R.standard_normal(clean.shape).astype(np.float32))
+            if self.region_fill == RegionFill.NOISE:
+                noise = torch.from_numpy(self.R.standard_normal(clean.shape).astype(np.float32))
+                source = torch.where(mask > 0.5, noise, target)
             else:
-                fill = torch.zeros_like(clean)
-            source = torch.where(mask > 0.5, fill, target)
+                source = biharmonic_fill(target[None], mask[None])[0]
         elif self.task == PaletteTask.JPEG:
             quality = sample_jpeg_quality(self.R, *self.jpeg_quality)
             source = jpeg_compress(clean, quality) * 2 - 1

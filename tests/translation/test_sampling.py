@@ -51,20 +51,31 @@ def test_an_untrained_residual_network_samples_the_trivial_restoration_of_its_in
         "ddim", num_train_timesteps=20, beta_start=1e-3, beta_end=0.4, prediction_type="sample"
     )
     image = torch.rand(2, 1, 16, 16) * 2 - 1
+
+    def net(target: int, **kwargs) -> PaletteUNet:
+        arch = {
+            "channels": (8, 16),
+            "attention_levels": (False, True),
+            "norm_num_groups": 4,
+            "num_head_channels": 8,
+        }
+        return PaletteUNet(2, 1, target, residual=True, **arch, **kwargs).eval()
+
     for target in (1, 3):
-        torch.manual_seed(0)
-        net = PaletteUNet(
-            2,
-            1,
-            target,
-            channels=(8, 16),
-            attention_levels=(False, True),
-            norm_num_groups=4,
-            num_head_channels=8,
-            residual=True,
-        ).eval()
-        out = translate(net, image, scheduler, ensemble=2, steps=3, eta=1.0, seed=0)
+        out = translate(net(target), image, scheduler, ensemble=2, steps=3, eta=1.0, seed=0)
         torch.testing.assert_close(out, image[:, None].expand(-1, 2, target, -1, -1))
+    # inpainting with the region filled by biharmonic interpolation: the start is biharmonic inpainting
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 5:11, 4:9] = 1
+    out = translate(
+        net(1, region_fill="biharmonic"), image, scheduler, mask=mask, ensemble=2, steps=3, seed=0
+    )
+    from skimage.restoration import inpaint_biharmonic
+
+    for i in range(2):
+        expected = inpaint_biharmonic(image[i, 0].double().numpy(), mask[i, 0].numpy() > 0.5)
+        for m in range(2):
+            torch.testing.assert_close(out[i, m, 0], torch.from_numpy(expected).float().clamp(-1, 1))
     with pytest.raises(ValueError, match="residual"):
         PaletteUNet(2, 2, 3, residual=True)
 

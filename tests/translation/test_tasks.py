@@ -82,6 +82,19 @@ def test_masked_tasks_fill_the_region_with_noise_and_keep_the_rest(task: str) ->
     assert abs(float(hole.std()) - 1.0) < 0.3 and (hole - out["label"][mask]).abs().mean() > 0.3
 
 
+def test_biharmonic_region_fill_interpolates_the_known_pixels() -> None:
+    # a linear ramp is biharmonic: the fill recovers it inside the region; outside, x is the clean image
+    ramp = torch.linspace(0, 1, 32)[None, None].expand(1, 32, 32).clone()
+    out = PaletteDegradationd("inpainting", mask_type="box", region_fill="biharmonic", seed=2)(
+        {"image": ramp}
+    )
+    mask = out["mask"] > 0.5
+    assert mask.any()
+    torch.testing.assert_close(out["image"], out["label"], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="region_fill"):
+        PaletteDegradationd("inpainting", region_fill="zeros")
+
+
 def test_degradation_is_reproducible_from_its_seed_and_fresh_on_each_call() -> None:
     clean = _smooth()
     a = PaletteDegradationd("inpainting", seed=5)
