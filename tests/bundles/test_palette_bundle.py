@@ -109,21 +109,42 @@ def test_shipped_inpainting_weights_load_and_keep_the_known_region(tmp_path: Pat
     assert mask.any() and np.array_equal(sample[~mask], truth[~mask])
 
 
-def test_shipped_jpeg_model_restores_better_than_the_jpeg_it_is_given(tmp_path: Path) -> None:
-    """The bundle's own evaluation of models/model_jpeg.pt on test slices: closer to the truth (SSIM, L1) than
-    the decoded JPEG (on the 45 slices with 4 samples x 50 steps: SSIM 0.886 against 0.776)."""
+# What each shipped model beats on a few test images with the bundle's own evaluation and default sampler; the
+# numbers on the 45 test slices (colorization: 8 crops) are in docs/bundles/palette.md.
+BEATS_ITS_BASELINE = {
+    # region L1 below biharmonic inpainting's (45 slices: 0.077 against 0.082)
+    "inpainting": lambda model, base: model["l1"] < base["biharmonic"]["l1"],
+    # more realistic than biharmonic extrapolation and within 1 dB of its PSNR (45 slices: KID 0.20 against
+    # 0.30, 22.77 against 22.58 dB)
+    "uncropping": lambda model, base: (
+        model["realism"] < base["biharmonic"]["realism"] and model["psnr"] > base["biharmonic"]["psnr"] - 1.0
+    ),
+    # closer to the truth than the decoded JPEG it was given (45 slices: SSIM 0.889 against 0.776)
+    "jpeg": lambda model, base: (
+        model["ssim"] > base["jpeg_input"]["ssim"] + 0.05 and model["l1"] < base["jpeg_input"]["l1"]
+    ),
+    # more PSNR than grey and colours closer to the photograph's (45 crops: 22.1 against 18.3 dB)
+    "colorization": lambda model, base: (
+        model["psnr_of_mean"] > base["grey"]["psnr"] + 1.0 and model["realism"] < base["grey"]["realism"]
+    ),
+}
+
+
+@pytest.mark.parametrize("task", sorted(BEATS_ITS_BASELINE))
+def test_shipped_model_beats_the_trivial_baseline_of_its_task(task: str, tmp_path: Path) -> None:
     parser = ConfigParser()
     parser.read_config(layered("palette", "evaluate"))
-    overrides = {"slice_step": 11, "task": "jpeg", "device": "cpu", "output_dir": str(tmp_path)}
-    parser.update({**TINY, **SHIPPED, **overrides})
-    parser.update({"ensemble": 2, "steps": 5})
-    assert parser.get_parsed_content("ckpt_path").endswith("models/model_jpeg.pt")
-    assert parser.get_parsed_content("prediction_type") == "sample"
+    # inpainting: all 45 slices (3 steps are cheap); on 5 the masks decide more than the model
+    data = {"slice_step": 1 if task == "inpainting" else 11}
+    if task == "colorization":
+        data = {"crops_per_image": 4, "image_scale": 0.25}
+    shipped = {**SHIPPED, "image_size": [64, 64]} if task == "colorization" else SHIPPED
+    parser.update({**TINY, **shipped, **data, "task": task, "device": "cpu", "output_dir": str(tmp_path)})
+    parser.update({"ensemble": 2})
     parser.get_parsed_content("run")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    model, jpeg = metrics["model"], metrics["baselines"]["jpeg_input"]
-    assert metrics["num_images"] == 5
-    assert model["ssim"] > jpeg["ssim"] + 0.05 and model["l1"] < jpeg["l1"]
+    assert metrics["num_images"] in (4, 5, 45)
+    assert BEATS_ITS_BASELINE[task](metrics["model"], metrics["baselines"]), metrics["model"]
 
 
 @pytest.fixture(scope="module")
