@@ -782,9 +782,7 @@ def render(results: dict[str, dict[str, Any]], out: Path, figures: Path, notes: 
     if "cpu_threads" in results:
         lines += _cpu_threads(results["cpu_threads"])
     if "speed_cpu" in results:
-        command = (
-            "python -m benchmarks.speed_cpu --rounds 9 --out benchmarks/results/speed_cpu.json"
-        )
+        command = "python -m benchmarks.speed_cpu --rounds 9 --out benchmarks/results/speed_cpu.json"
         lines += speed_cpu_markdown(results["speed_cpu"], command)
     if "decode_margin" in results:
         lines += _decode_margin(results["decode_margin"])
