@@ -30,6 +30,7 @@ from medseg.diffusion.guidance import Chunk, Guidance, SamplingContext
 from medseg.diffusion.options import SamplingOptions
 from medseg.diffusion.processes import DiffusionProcess
 from medseg.diffusion.seeding import member_generators
+from medseg.networks.performance import reuse_freed_memory
 
 __all__ = ["EnsembleSampler", "SampleOutput", "tree_map"]
 
@@ -156,7 +157,7 @@ class EnsembleSampler:
         )
         timesteps = self.process.set_timesteps(opts.steps, device)
         context = SamplingContext(self.process, model, gens, input_index, item_shape, timesteps)
-        with torch.no_grad():
+        with torch.no_grad(), reuse_freed_memory():  # every step reallocates the same activations
             item_source = None if source is None else tree_map(lambda s: s.to(device)[input_index], source)
             x = self.process.prior(item_shape, gens, device, item_source)
             for term in self.guidance:

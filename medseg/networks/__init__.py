@@ -9,7 +9,12 @@ from medseg.networks.nets import (
     SegDiffPreset,
     SegDiffUNet,
 )
-from medseg.networks.performance import FastInference, detect_precision, prepare_for_inference
+from medseg.networks.performance import (
+    FastInference,
+    detect_precision,
+    prepare_for_inference,
+    reuse_freed_memory,
+)
 
 __all__ = [
     "MEDSEGDIFF_PRESETS",
@@ -24,4 +29,5 @@ __all__ = [
     "SegDiffUNet",
     "detect_precision",
     "prepare_for_inference",
+    "reuse_freed_memory",
 ]

@@ -25,7 +25,7 @@ from medseg.data import MedsegDataError, load_image
 from medseg.diffusion import DECODE_MARGIN, MaskCodec, Sampler, SamplingOptions, make_scheduler
 from medseg.ensemble import ensemble_prediction, probability_to_mask
 from medseg.inferers import VolumeOutput, slicewise_inference, sliding_window_ensemble_inference
-from medseg.networks.performance import prepare_for_inference
+from medseg.networks.performance import prepare_for_inference, reuse_freed_memory
 from medseg.networks.weights import load_weights
 from medseg.transforms import inference_transforms
 from medseg.workflows.bundles import bundle_path
@@ -222,15 +222,21 @@ class Segmenter(Predictor):
             "reduce": functools.partial(_fuse, fusion=fusion, keep_members=keep_members),
         }
         data = prepared.as_tensor().to(self.device)
-        if self.spatial_dims == 2:
-            axis = 2 if planar else self.slice_axis
-            out = slicewise_inference(
-                self.network, data, scheduler, axis=axis, slice_batch_size=self.batch_size, **common
-            )
-        else:
-            out = sliding_window_ensemble_inference(
-                self.network, data, scheduler, roi_size=self.roi_size, sw_batch_size=self.batch_size, **common
-            )
+        with reuse_freed_memory():  # across slice batches too, not only within one sampling run
+            if self.spatial_dims == 2:
+                axis = 2 if planar else self.slice_axis
+                out = slicewise_inference(
+                    self.network, data, scheduler, axis=axis, slice_batch_size=self.batch_size, **common
+                )
+            else:
+                out = sliding_window_ensemble_inference(
+                    self.network,
+                    data,
+                    scheduler,
+                    roi_size=self.roi_size,
+                    sw_batch_size=self.batch_size,
+                    **common,
+                )
         result = self._to_input_grid(out, prepared, original)
         if planar:
             result = _squeeze_last(result)

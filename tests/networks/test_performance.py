@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import io
 from pathlib import Path
 
@@ -209,3 +210,53 @@ def test_in_place_inference_path_matches_grad_path(cls, spatial_dims):
     torch.testing.assert_close(out, out_grad.detach(), atol=0, rtol=0)
     out_grad.sum().backward()  # the grad path still trains
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd")] + [
+        (name, ctypes.c_size_t) for name in ("usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
+
+
+def _mallinfo() -> _MallInfo2:
+    libc = performance._glibc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        pytest.skip("glibc >= 2.33 (mallinfo2) is needed to watch the allocator")
+    libc.mallinfo2.restype = _MallInfo2
+    return libc.mallinfo2()
+
+
+def test_reuse_freed_memory_keeps_large_blocks_in_the_heap_and_returns_them_after():
+    numel = 48 * 2**20 // 4  # 48 MB: above glibc's largest dynamic mmap threshold (32 MB)
+    mapped_before = _mallinfo().hblkhd
+    block = torch.empty(numel)
+    assert _mallinfo().hblkhd - mapped_before >= numel * 4  # by default: its own mapping
+    del block
+    with performance.reuse_freed_memory():
+        with performance.reuse_freed_memory():  # nested: the outer one decides
+            block = torch.empty(numel)
+        assert _mallinfo().hblkhd - mapped_before < numel * 4  # from the heap, not mapped
+        del block
+        assert _mallinfo().fordblks >= numel * 4  # freed, but kept for the next allocation
+    assert _mallinfo().fordblks < numel * 4  # returned to the system on leaving
+    block = torch.empty(numel)
+    assert _mallinfo().hblkhd - mapped_before >= numel * 4  # the default again
+    del block
+
+
+def test_the_sampler_runs_its_steps_inside_reuse_freed_memory():
+    from medseg.diffusion import EnsembleSampler, GaussianProcess, SamplingOptions, make_scheduler
+
+    depths = []
+
+    def model(x, t, c):
+        depths.append(performance._heap_depth)
+        return torch.zeros_like(x)
+
+    sampler = EnsembleSampler(
+        GaussianProcess(make_scheduler("ddim")), options=SamplingOptions(ensemble=2, steps=2)
+    )
+    out = sampler.sample(model, torch.zeros(1, 1, 8, 8), shape=(1, 8, 8))
+    assert out.samples.shape == (1, 2, 1, 8, 8)
+    inside = 1 if performance._glibc() is not None else 0  # a no-op without glibc
+    assert depths == [inside, inside] and performance._heap_depth == 0

@@ -29,6 +29,7 @@ def test_speed_cpu_quick_runs_and_reports():
             "in_place",
             "metatensor_inputs",
             "prepared",
+            "sampler_path",
         }
         assert rows["reference"]["speedup_vs_reference"] == 1.0
         assert all(0 < row["fraction_of_fp32_peak"] for row in rows.values())
