@@ -147,7 +147,7 @@ def _log_loss(engine: Any, stage: str) -> None:
         "PITI %s stage: iteration %d, loss %.4f",
         stage,
         engine.state.iteration,
-        float(engine.state.output["loss"]),
+        float(engine.state.output["loss"].detach()),
     )
 
 
