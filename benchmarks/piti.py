@@ -32,9 +32,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "piti"
 FIGURE = ROOT / "docs" / "bundles" / "figures" / "piti_samples.png"
 
 
-def class_means(max_images: int) -> dict:
+def class_means(max_images: int, split: str = "test") -> dict:
     """Each label painted with its mean training-slab T1 intensity."""
-    train, test = piti_slices("training"), piti_slices("test")
+    train, test = piti_slices("training"), piti_slices(split)
     means = torch.stack([train["t1"][train["label_map"] == k].mean() for k in range(NUM_TISSUE_LABELS)])
     maps = test["label_map"][:max_images]
     image = means[maps.long()]
@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--max-images", type=int, default=20)
+    parser.add_argument("--split", default="test", help="validation to choose the guidance scale")
+    parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the bundle's)")
+    parser.add_argument("--no-figure", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "results.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -93,20 +96,26 @@ def main() -> None:
             for k in ("num_train_timesteps", "schedule", "beta_start", "beta_end", "prediction_type")
         },
     )
-    options = SamplingOptions(ensemble=1, steps=args.steps, seed=0)
+    eta = config.get_parsed_content("eta") if args.eta is None else args.eta
+    options = SamplingOptions(ensemble=1, steps=args.steps, seed=0, eta=eta)
     models = {}
     for name, path in (("pretrained", args.pretrained), ("scratch", args.scratch)):
         models[name] = load_weights(
             config.get_parsed_content("network_def", lazy=False), path
         ).eval()  # a new network each
-    result = {"machine": machine(), "args": vars(args), "class_means": class_means(args.max_images)}
+    result = {
+        "machine": machine(),
+        "args": vars(args),
+        "class_means": class_means(args.max_images, args.split),
+    }
     for name, model in models.items():
         result[name] = piti_evaluate(
-            model, scheduler, args.scales, options=options, max_images=args.max_images
+            model, scheduler, args.scales, split=args.split, options=options, max_images=args.max_images
         )
         print(name, result[name], flush=True)
     write_json(Path(args.out), result)
-    figure(models, scheduler, options, [1.0, 3.0])
+    if not args.no_figure:
+        figure(models, scheduler, options, [1.0, 3.0])
 
 
 if __name__ == "__main__":
