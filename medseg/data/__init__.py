@@ -7,7 +7,7 @@ the checks :func:`check_finite`, :func:`check_label`, :func:`check_pair`, the er
 :class:`MedsegDataError`, and the MNI152 tissue sample (:func:`mni_tissue_sample`,
 :func:`mni_tissue_slices`, :func:`kmeans_tissue_baseline`), and :class:`SliceDataset` (2D training slices
 of preprocessed volumes), and the translation test bed (:func:`contrast_slices`, :func:`translation_items`:
-the MNI T1 with simulated T2w and PD). See ``docs/data.md``.
+the MNI T1 with simulated T2w and PD; :func:`unlabelled_slices`: every orientation outside the evaluation slabs). See ``docs/data.md``.
 """
 
 from medseg.data.annotator_dataset import AnnotatorSliceDataset, RandAnnotatorLabeld
@@ -15,11 +15,14 @@ from medseg.data.annotators import draw_annotator_labels, mni_annotator_datalist
 from medseg.data.checks import check_finite, check_label, check_pair
 from medseg.data.contrasts import (
     CONTRASTS,
+    HELD_OUT_SLAB,
+    ORIENTATIONS,
     UNPAIRED_SLABS,
     Contrast,
     contrast_slices,
     contrast_volumes,
     translation_items,
+    unlabelled_slices,
 )
 from medseg.data.datalists import DatalistKey, group_channel_files, load_datalist
 from medseg.data.dicom import DicomSeriesGeometry, DicomSlice, dicom_series_geometry
@@ -43,7 +46,9 @@ from medseg.data.writers import atomic_write, save_image
 
 __all__ = [
     "CONTRASTS",
+    "HELD_OUT_SLAB",
     "MNI_SLABS",
+    "ORIENTATIONS",
     "UNPAIRED_SLABS",
     "AnnotatorSliceDataset",
     "Contrast",
@@ -80,6 +85,7 @@ __all__ = [
     "save_image",
     "segment_codes",
     "translation_items",
+    "unlabelled_slices",
     "write_dicom_parametric_map",
     "write_dicom_seg",
 ]

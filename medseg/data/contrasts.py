@@ -45,6 +45,8 @@ from medseg.data.samples import MNI_SLABS, Split, normalize_percentile
 
 __all__ = [
     "CONTRASTS",
+    "HELD_OUT_SLAB",
+    "ORIENTATIONS",
     "RELAXATION",
     "SEQUENCES",
     "UNPAIRED_SLABS",
@@ -52,6 +54,7 @@ __all__ = [
     "contrast_slices",
     "contrast_volumes",
     "translation_items",
+    "unlabelled_slices",
 ]
 
 
@@ -78,6 +81,13 @@ SEQUENCES: dict[str, tuple[float, float]] = {"t2w": (4000.0, 100.0), "pd": (4000
 
 #: Axial slabs (half-open z) of the two domains of the unpaired protocol's training split.
 UNPAIRED_SLABS: dict[str, tuple[int, int]] = {"source": (20, 52), "target": (52, 85)}
+
+#: Slice orientations and the axis of the (x, y, z) RAS volume each one is taken across.
+ORIENTATIONS: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+#: z (half-open) that :func:`unlabelled_slices` never shows: the validation [90, 100) and test [105, 150)
+#: slabs with a 5 mm margin on either side, the gap the splits keep between each other.
+HELD_OUT_SLAB: tuple[int, int] = (85, 155)
 
 
 def _signal(tissue: str, sequence: str) -> float:
@@ -145,6 +155,20 @@ def _acquisition(image: torch.Tensor, brain: torch.Tensor, rng: np.random.Genera
     return torch.sqrt(real**2 + imag**2).clamp(0.0, 1.0)
 
 
+def _planes(array: np.ndarray, axis: int, indices: np.ndarray, downsample: int, size: Sequence[int] | None):
+    """``(N, 1, H, W)`` float32 planes of a volume across ``axis``, block-mean downsampled, cropped or padded."""
+    planes = np.moveaxis(array, axis, 0)[indices]
+    slices = torch.from_numpy(np.ascontiguousarray(planes, dtype=np.float32))[:, None]
+    if downsample > 1:
+        h = (slices.shape[-2] // downsample) * downsample
+        w = (slices.shape[-1] // downsample) * downsample
+        top, left = (slices.shape[-2] - h) // 2, (slices.shape[-1] - w) // 2
+        slices = F.avg_pool2d(slices[..., top : top + h, left : left + w], downsample)
+    if size is not None:
+        slices = convert_to_tensor(ResizeWithPadOrCrop(tuple(size))(slices[:, 0]), track_meta=False)[:, None]
+    return slices.float().contiguous()
+
+
 def _slab(split: str, domain: str | None) -> tuple[int, int]:
     try:
         split = Split(split).value
@@ -203,18 +227,7 @@ def contrast_slices(
     zs = np.arange(start, stop, slice_step)
 
     def stack(array: np.ndarray) -> torch.Tensor:
-        slices = torch.from_numpy(np.ascontiguousarray(array[:, :, zs].transpose(2, 0, 1), dtype=np.float32))
-        slices = slices[:, None]
-        if downsample > 1:
-            h = (slices.shape[-2] // downsample) * downsample
-            w = (slices.shape[-1] // downsample) * downsample
-            top, left = (slices.shape[-2] - h) // 2, (slices.shape[-1] - w) // 2
-            slices = F.avg_pool2d(slices[..., top : top + h, left : left + w], downsample)
-        if size is not None:
-            slices = convert_to_tensor(ResizeWithPadOrCrop(tuple(size))(slices[:, 0]), track_meta=False)[
-                :, None
-            ]
-        return slices.float().contiguous()
+        return _planes(array, ORIENTATIONS["axial"], zs, downsample, size)
 
     out: dict[str, torch.Tensor] = {name: (stack(volumes[name]) > 0.5).float() for name in ("head", "brain")}
     out["tissue"] = torch.cat([stack(volumes[name]) for name in ("csf", "gm", "wm")], dim=1)
@@ -257,3 +270,97 @@ def translation_items(
             item["target"] = slices[target][i]
         items.append(item)
     return items
+
+
+def unlabelled_slices(
+    contrasts: Sequence[str] = ("t1",),
+    orientations: Sequence[str] = tuple(ORIENTATIONS),
+    held_out: tuple[int, int] = HELD_OUT_SLAB,
+    downsample: int = 4,
+    size: Sequence[int] | None = (48, 56),
+    slice_step: int = 1,
+    min_head: float = 0.05,
+    snr: float = 25.0,
+    bias: float = 0.1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Slices of the whole volume in any orientation, none of it from the held-out z range.
+
+    The data of an image prior trained without labels: every voxel with z in ``held_out`` (by default the
+    validation and test slabs with a 5 mm margin, :data:`HELD_OUT_SLAB`) is set to air before slicing, so
+    sagittal and coronal planes, which cross every axial slab, show the head below and above it with that
+    band empty, and axial slices inside it vanish. Planes whose head covers less than ``min_head`` of the
+    image are dropped. The acquisition effects of the simulated contrasts are seeded as in
+    :func:`contrast_slices`, so an axial slice looks the same from both functions.
+
+    Returns:
+        ``contrasts``, ``"head"``, ``"brain"`` and ``"tissue"`` as :func:`contrast_slices`;
+        ``"orientation"``: one name per slice; ``"index"``: ``(N,)`` int64 position along its axis.
+
+    Raises:
+        ValueError: for an unknown contrast or orientation, an empty band, or bad sizes.
+    """
+    unknown = [c for c in contrasts if c not in CONTRASTS] + [
+        o for o in orientations if o not in ORIENTATIONS
+    ]
+    if unknown or not contrasts or not orientations:
+        raise ValueError(
+            f"contrasts must be a non-empty subset of {CONTRASTS} and orientations of {list(ORIENTATIONS)}, "
+            f"got {list(contrasts)}, {list(orientations)}"
+        )
+    if size is None and len(set(orientations)) > 1:
+        raise ValueError(
+            "size=None keeps each orientation's own plane shape: ask for one orientation at a time"
+        )
+    start, stop = held_out
+    if not 0 <= start < stop:
+        raise ValueError(f"held_out must be a non-empty z range [start, stop), got {held_out}")
+    if downsample < 1 or slice_step < 1 or not 0 <= min_head < 1:
+        raise ValueError(
+            f"need downsample, slice_step >= 1 and 0 <= min_head < 1, got {downsample}, {slice_step}, {min_head}"
+        )
+    if snr <= 0 or bias < 0:
+        raise ValueError(f"need snr > 0 and bias >= 0, got {snr}, {bias}")
+    volumes = contrast_volumes()
+    keep = np.ones(volumes["t1"].shape[2], dtype=bool)
+    keep[start:stop] = False
+
+    def blanked(name: str) -> np.ndarray:
+        return volumes[name] * keep[None, None, :]
+
+    parts: dict[str, list[Any]] = {
+        name: [] for name in (*contrasts, "head", "brain", "tissue", "orientation", "index")
+    }
+    for orientation in orientations:
+        axis = ORIENTATIONS[orientation]
+        positions = np.arange(0, volumes["t1"].shape[axis], slice_step)
+        head = _planes(blanked("head"), axis, positions, downsample, size) > 0.5
+        chosen = head.flatten(1).float().mean(1) >= max(min_head, 1e-9)
+        positions = positions[chosen.numpy()]
+        if not len(positions):
+            continue
+        planes = functools.partial(_planes, axis=axis, indices=positions, downsample=downsample, size=size)
+        head = head[chosen].float()
+        brain = (planes(blanked("brain")) > 0.5).float()
+        parts["head"].append(head)
+        parts["brain"].append(brain)
+        parts["tissue"].append(torch.cat([planes(blanked(name)) for name in ("csf", "gm", "wm")], dim=1))
+        for contrast in contrasts:
+            images = planes(blanked(contrast))
+            if contrast != Contrast.T1.value:
+                index = CONTRASTS.index(contrast)
+                for i, position in enumerate(positions.tolist()):
+                    if bias > 0 or np.isfinite(snr):
+                        # axial slices keep contrast_slices' seeds; the other planes get their own
+                        key = position if orientation == "axial" else 1000 * (axis + 1) + position
+                        rng = np.random.default_rng([seed, key, index])
+                        images[i, 0] = _acquisition(images[i, 0], brain[i, 0], rng, bias, min(snr, 1e12))
+                images = images * head
+            parts[contrast].append(images)
+        parts["orientation"] += [orientation] * len(positions)
+        parts["index"].append(torch.as_tensor(positions, dtype=torch.int64))
+    if not parts["index"]:
+        raise ValueError(f"no slice covers min_head={min_head} of its plane outside {held_out}")
+    out: dict[str, Any] = {k: torch.cat(v) for k, v in parts.items() if k != "orientation"}
+    out["orientation"] = parts["orientation"]
+    return out

@@ -25,6 +25,7 @@ from medseg.generative.noisy_training import NoisyTaskPrepareBatch
 from medseg.generative.pipelines import image_grid, nearest_neighbour_l1, prior_evaluate, prior_inference
 from medseg.generative.predictors import ImageGenerator
 from medseg.generative.prior import (
+    UNLABELLED,
     InitialState,
     UnconditionalDiffusionPrepareBatch,
     UnconditionalSamplingModel,
@@ -43,6 +44,7 @@ from medseg.generative.task_guidance import (
 )
 
 __all__ = [
+    "UNLABELLED",
     "DDIMInversionProcess",
     "EGSDEGuidance",
     "EGSDESamplingModel",

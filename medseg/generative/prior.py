@@ -18,7 +18,7 @@ import torch
 from monai.networks.schedulers import Scheduler
 from torch import nn
 
-from medseg.data.contrasts import CONTRASTS, contrast_slices
+from medseg.data.contrasts import CONTRASTS, contrast_slices, unlabelled_slices
 from medseg.diffusion import (
     EnsembleSampler,
     GaussianProcess,
@@ -30,7 +30,11 @@ from medseg.diffusion import (
 from medseg.engines import ConditionalDiffusionPrepareBatch
 from medseg.inferers import SamplingModel
 
+#: The ``split`` of :func:`contrast_images` for a prior's unlabelled data: the volume outside the evaluation slabs.
+UNLABELLED = "unlabelled"
+
 __all__ = [
+    "UNLABELLED",
     "InitialState",
     "UnconditionalDiffusionPrepareBatch",
     "UnconditionalSamplingModel",
@@ -49,28 +53,45 @@ def contrast_images(
     slice_step: int = 1,
     seed: int = 0,
     max_images: int | None = None,
+    orientations: Sequence[str] = ("axial",),
 ) -> list[dict[str, Any]]:
-    """Axial slices of one test-bed contrast as ``{"image" (1, H, W) in [0, 1], "head", "tissue", "name"}``.
+    """Slices of one test-bed contrast as ``{"image" (1, H, W) in [0, 1], "head", "tissue", "name"}``.
 
-    ``domain`` (``"source"`` / ``"target"``, training only) restricts the slices to one half of the unpaired
-    protocol (:data:`medseg.data.UNPAIRED_SLABS`), so a prior of the target domain never sees a source slice.
+    ``split`` is a test-bed split (axial slices of its slab), or ``"unlabelled"``: the whole volume outside
+    the validation and test slabs in the given ``orientations`` (:func:`~medseg.data.unlabelled_slices`), the
+    data of a prior trained without labels. ``domain`` (``"source"`` / ``"target"``, training only) restricts
+    the slices to one half of the unpaired protocol (:data:`medseg.data.UNPAIRED_SLABS`), so a prior of the
+    target domain never sees a source slice.
 
     Raises:
-        ValueError: for an unknown contrast (and what :func:`~medseg.data.contrast_slices` rejects).
+        ValueError: for an unknown contrast, orientations other than axial for a split's slab, and what
+            :func:`~medseg.data.contrast_slices` / :func:`~medseg.data.unlabelled_slices` reject.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}.")
-    slices = contrast_slices(
-        split, [contrast], domain=domain, downsample=downsample, size=size, slice_step=slice_step, seed=seed
-    )
+    if split == UNLABELLED:
+        if domain is not None:
+            raise ValueError(f"the {UNLABELLED!r} slices have no unpaired domain, got domain={domain!r}")
+        slices = unlabelled_slices(
+            [contrast], orientations, downsample=downsample, size=size, slice_step=slice_step, seed=seed
+        )
+        names = [f"{o}{i:03d}" for o, i in zip(slices["orientation"], slices["index"].tolist())]
+    else:
+        if tuple(orientations) != ("axial",):
+            raise ValueError(f"a split's slab is axial; other orientations need split={UNLABELLED!r}")
+        slices = contrast_slices(
+            split,
+            [contrast],
+            domain=domain,
+            downsample=downsample,
+            size=size,
+            slice_step=slice_step,
+            seed=seed,
+        )
+        names = [f"z{z:03d}" for z in slices["z"].tolist()]
     items = [
-        {
-            "image": slices[contrast][i],
-            "head": slices["head"][i],
-            "tissue": slices["tissue"][i],
-            "name": f"z{z:03d}",
-        }
-        for i, z in enumerate(slices["z"].tolist())
+        {"image": slices[contrast][i], "head": slices["head"][i], "tissue": slices["tissue"][i], "name": name}
+        for i, name in enumerate(names)
     ]
     return items[:max_images] if max_images is not None else items
 

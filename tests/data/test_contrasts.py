@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from medseg.data.contrasts import (
+    HELD_OUT_SLAB,
+    ORIENTATIONS,
     UNPAIRED_SLABS,
     contrast_slices,
     contrast_volumes,
     translation_items,
+    unlabelled_slices,
 )
 from medseg.data.samples import MNI_SLABS
 
@@ -72,3 +75,52 @@ def test_unpaired_domains_never_share_a_slice():
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         contrast_slices(**kwargs)
+
+
+def test_unlabelled_slices_are_the_volume_in_every_orientation_without_the_held_out_band():
+    volumes = contrast_volumes()
+    start, stop = HELD_OUT_SLAB
+    assert start <= MNI_SLABS["validation"][0] - 5 and MNI_SLABS["test"][1] + 5 <= stop  # 5 mm margins
+    for orientation, axis in ORIENTATIONS.items():
+        out = unlabelled_slices(("t1",), (orientation,), downsample=1, size=None, slice_step=8, min_head=0.01)
+        assert set(out["orientation"]) == {orientation} and len(out["orientation"]) > 5
+        assert out["index"].shape == (len(out["orientation"]),) == (out["t1"].shape[0],)
+        for i in range(len(out["orientation"])):
+            position = int(out["index"][i])
+            plane = np.take(volumes["t1"], position, axis=axis)  # (x, y), (x, z) or (y, z)
+            image = out["t1"][i, 0].numpy()
+            if orientation == "axial":
+                assert not start <= position < stop
+                np.testing.assert_array_equal(image, plane)
+            else:  # z is the plane's last axis: the band is air, the rest is the volume itself
+                assert not image[:, start:stop].any() and not out["tissue"][i][..., start:stop].any()
+                np.testing.assert_array_equal(image[:, :start], plane[:, :start])
+                np.testing.assert_array_equal(image[:, stop:], plane[:, stop:])
+            assert out["head"][i].mean() >= 0.01
+    with pytest.raises(ValueError, match="one orientation"):
+        unlabelled_slices(size=None)
+
+
+def test_unlabelled_axial_slices_match_the_split_slices_and_their_noise():
+    out = unlabelled_slices(("t1", "t2w"), orientations=("axial", "coronal"), slice_step=4)
+    train = contrast_slices("training", ("t1", "t2w"), slice_step=4)
+    for j, z in enumerate(train["z"].tolist()):  # z = 20, 24, ...: on both grids
+        i = next(k for k, o in enumerate(out["orientation"]) if o == "axial" and int(out["index"][k]) == z)
+        assert torch.equal(out["t1"][i], train["t1"][j]) and torch.equal(out["t2w"][i], train["t2w"][j])
+    coronal = [k for k, o in enumerate(out["orientation"]) if o == "coronal"]
+    assert out["t2w"][coronal].shape[1:] == (1, 48, 56) and float(out["t2w"][coronal].std()) > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"orientations": ("oblique",)}, "orientations"),
+        ({"contrasts": ()}, "contrasts"),
+        ({"held_out": (90, 90)}, "held_out"),
+        ({"min_head": 1.0}, "min_head"),
+        ({"min_head": 0.99}, "no slice"),
+    ],
+)
+def test_unlabelled_slices_reject_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        unlabelled_slices(**kwargs)

@@ -89,3 +89,14 @@ def test_target_domain_images_come_from_the_target_slab_only() -> None:
     assert items[0]["image"].shape == (1, 48, 56) and 0 <= float(items[0]["image"].min())
     with pytest.raises(ValueError, match="contrast"):
         contrast_images("ct")
+
+
+def test_unlabelled_images_span_three_orientations_and_splits_stay_axial() -> None:
+    items = contrast_images("t1", "unlabelled", orientations=("axial", "coronal", "sagittal"), slice_step=8)
+    kinds = {i["name"].rstrip("0123456789") for i in items}
+    assert kinds == {"axial", "coronal", "sagittal"} and items[0]["image"].shape == (1, 48, 56)
+    assert not any(85 <= int(i["name"][5:]) < 155 for i in items if i["name"].startswith("axial"))
+    with pytest.raises(ValueError, match="unlabelled"):
+        contrast_images("t1", "training", orientations=("coronal",))
+    with pytest.raises(ValueError, match="domain"):
+        contrast_images("t2w", "unlabelled", domain="target")
