@@ -10,7 +10,9 @@ unpaired term, and scores them on the validation slab against the true targets:
 * ``sds``: score distillation through a frozen image prior of the other domain (``bundles/image_ddpm``): the
   gradient ``eps_prior(x_t, t) - eps`` on the fake, t uniform in [20, 980);
 * ``sds_swd``: both, weight 10 each;
-* ``sds_air``: ``sds`` with air kept as air (the fake is the input's air wherever the input is below 2 %).
+* ``sds_air``: ``sds`` with air kept as air (the fake is the input's air wherever the input is below 2 %);
+* ``adversarial``: a reference outside the paper, which has no adversary: a MONAI ``PatchDiscriminator`` per
+  domain with the least-squares ``PatchAdversarialLoss`` (weight 1), as in CycleGAN.
 
 Beside PSNR and head L1 it reports each tissue's mean intensity in the fakes (pure CSF, GM, WM: fraction > 0.7),
 which says whether the contrast was learned: T1 orders CSF < GM < WM, T2w the reverse.
@@ -30,6 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from monai.losses import PatchAdversarialLoss
+from monai.networks.nets import PatchDiscriminator
 
 from medseg.data import contrast_slices, translation_items
 from medseg.diffusion import make_scheduler
@@ -42,6 +46,7 @@ VARIANTS = {
     "sds": (10.0, 0.0, False),
     "sds_swd": (10.0, 10.0, False),
     "sds_air": (10.0, 0.0, True),
+    "adversarial": (0.0, 0.0, False),
 }
 OUT = Path(__file__).parent / "results" / "unit_ddpm" / "translator_objectives.json"
 
@@ -105,6 +110,11 @@ def probe(variant: str, iterations: int, seed: int = 0) -> dict:
     optimizer = torch.optim.AdamW(
         list(net.translator_ab.parameters()) + list(net.translator_ba.parameters()), 2e-4
     )
+    critics = {}
+    if variant == "adversarial":
+        critics = {d: PatchDiscriminator(2, 32, 1, num_layers_d=2) for d in ("a", "b")}
+        adversarial = PatchAdversarialLoss(criterion="least_squares")
+        critic_optimizer = torch.optim.AdamW([p for c in critics.values() for p in c.parameters()], 2e-4)
 
     def translate(image: torch.Tensor, domain: str) -> torch.Tensor:
         fake = net.translate(image, domain)
@@ -122,9 +132,24 @@ def probe(variant: str, iterations: int, seed: int = 0) -> dict:
             loss = loss + sds_weight * (
                 _sds(fake_b, priors["b"], abar, generator) + _sds(fake_a, priors["a"], abar, generator)
             )
+        if critics:  # the translators try to make each critic call their fakes real
+            loss = (
+                loss
+                + adversarial(critics["b"](fake_b)[-1], True, False)
+                + adversarial(critics["a"](fake_a)[-1], True, False)
+            )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if critics:
+            critic_loss = sum(
+                adversarial(critics[d](real)[-1], True, True)
+                + adversarial(critics[d](fake.detach())[-1], False, True)
+                for d, real, fake in (("a", xa, fake_a), ("b", xb, fake_b))
+            )
+            critic_optimizer.zero_grad()
+            critic_loss.backward()
+            critic_optimizer.step()
     with torch.no_grad():
         va, vb = val["t1"] * 2 - 1, val["t2w"] * 2 - 1
         g_ab = _scores(translate(va, "a"), vb, val["head"], val["tissue"])
