@@ -169,6 +169,29 @@ def _planes(array: np.ndarray, axis: int, indices: np.ndarray, downsample: int, 
     return slices.float().contiguous()
 
 
+def _acquired(
+    images: torch.Tensor,
+    contrast: str,
+    keys: Sequence[int],
+    masks: dict[str, torch.Tensor],
+    seed: int,
+    bias: float,
+    snr: float,
+) -> torch.Tensor:
+    """A simulated contrast's slices with their acquisition effects, seeded by ``(seed, key, contrast)``.
+
+    The T1 (the real template) is returned as it is; elsewhere air stays 0, as on the T1 template.
+    """
+    if contrast == Contrast.T1.value:
+        return images
+    index = CONTRASTS.index(contrast)
+    if bias > 0 or np.isfinite(snr):
+        for i, key in enumerate(keys):
+            rng = np.random.default_rng([seed, int(key), index])
+            images[i, 0] = _acquisition(images[i, 0], masks["brain"][i, 0], rng, bias, min(snr, 1e12))
+    return images * masks["head"]
+
+
 def _slab(split: str, domain: str | None) -> tuple[int, int]:
     try:
         split = Split(split).value
@@ -232,15 +255,7 @@ def contrast_slices(
     out: dict[str, torch.Tensor] = {name: (stack(volumes[name]) > 0.5).float() for name in ("head", "brain")}
     out["tissue"] = torch.cat([stack(volumes[name]) for name in ("csf", "gm", "wm")], dim=1)
     for contrast in contrasts:
-        images = stack(volumes[contrast])
-        if contrast != Contrast.T1.value:
-            index = CONTRASTS.index(contrast)
-            for i, z in enumerate(zs):
-                if bias > 0 or np.isfinite(snr):
-                    rng = np.random.default_rng([seed, int(z), index])
-                    images[i, 0] = _acquisition(images[i, 0], out["brain"][i, 0], rng, bias, min(snr, 1e12))
-            images = images * out["head"]  # air stays 0, as on the T1 template
-        out[contrast] = images
+        out[contrast] = _acquired(stack(volumes[contrast]), contrast, zs.tolist(), out, seed, bias, snr)
     out["z"] = torch.as_tensor(zs, dtype=torch.int64)
     return out
 
@@ -324,9 +339,9 @@ def unlabelled_slices(
     volumes = contrast_volumes()
     keep = np.ones(volumes["t1"].shape[2], dtype=bool)
     keep[start:stop] = False
-
-    def blanked(name: str) -> np.ndarray:
-        return volumes[name] * keep[None, None, :]
+    blanked = {
+        name: volumes[name] * keep[None, None, :] for name in (*contrasts, "head", "brain", "csf", "gm", "wm")
+    }
 
     parts: dict[str, list[Any]] = {
         name: [] for name in (*contrasts, "head", "brain", "tissue", "orientation", "index")
@@ -334,29 +349,22 @@ def unlabelled_slices(
     for orientation in orientations:
         axis = ORIENTATIONS[orientation]
         positions = np.arange(0, volumes["t1"].shape[axis], slice_step)
-        head = _planes(blanked("head"), axis, positions, downsample, size) > 0.5
+        head = _planes(blanked["head"], axis, positions, downsample, size) > 0.5
         chosen = head.flatten(1).float().mean(1) >= max(min_head, 1e-9)
         positions = positions[chosen.numpy()]
         if not len(positions):
             continue
         planes = functools.partial(_planes, axis=axis, indices=positions, downsample=downsample, size=size)
-        head = head[chosen].float()
-        brain = (planes(blanked("brain")) > 0.5).float()
-        parts["head"].append(head)
-        parts["brain"].append(brain)
-        parts["tissue"].append(torch.cat([planes(blanked(name)) for name in ("csf", "gm", "wm")], dim=1))
+        masks = {"head": head[chosen].float(), "brain": (planes(blanked["brain"]) > 0.5).float()}
+        parts["head"].append(masks["head"])
+        parts["brain"].append(masks["brain"])
+        parts["tissue"].append(torch.cat([planes(blanked[name]) for name in ("csf", "gm", "wm")], dim=1))
+        # axial slices keep contrast_slices' seeds; the other planes get their own
+        keys = positions if orientation == "axial" else 1000 * (axis + 1) + positions
         for contrast in contrasts:
-            images = planes(blanked(contrast))
-            if contrast != Contrast.T1.value:
-                index = CONTRASTS.index(contrast)
-                for i, position in enumerate(positions.tolist()):
-                    if bias > 0 or np.isfinite(snr):
-                        # axial slices keep contrast_slices' seeds; the other planes get their own
-                        key = position if orientation == "axial" else 1000 * (axis + 1) + position
-                        rng = np.random.default_rng([seed, key, index])
-                        images[i, 0] = _acquisition(images[i, 0], brain[i, 0], rng, bias, min(snr, 1e12))
-                images = images * head
-            parts[contrast].append(images)
+            parts[contrast].append(
+                _acquired(planes(blanked[contrast]), contrast, keys.tolist(), masks, seed, bias, snr)
+            )
         parts["orientation"] += [orientation] * len(positions)
         parts["index"].append(torch.as_tensor(positions, dtype=torch.int64))
     if not parts["index"]:
